@@ -1,0 +1,88 @@
+"""Types every processing module shares: what an object is, what a rejection is, what an analysis returns.
+
+Nothing here imports Prefect, so the processing functions can be tested and benchmarked alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MODALITIES = ("image", "text", "audio", "video", "timeseries")
+
+
+class Rejected(Exception):
+    """An object that cannot go further, with the stage it stopped at and a one-line reason.
+
+    Processing functions raise it for problems they recognise (empty, too large, no
+    stream); anything else they raise is turned into a rejection by the caller.
+    """
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = one_line(reason)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Squash a message to one line so it reads well in a quarantine table."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def reason_for(exc: BaseException) -> str:
+    """A one-line reason for an unexpected exception: its type and message."""
+    if isinstance(exc, Rejected):
+        return exc.reason
+    message = one_line(str(exc)) or "no message"
+    return f"{type(exc).__name__}: {message}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep one object from taking a worker down."""
+
+    max_object_bytes: int = 512 * 1024 * 1024
+    max_image_pixels: int = 64_000_000
+    max_duration_s: float = 600.0
+    frames_per_second: float = 1.0
+    max_video_frames: int = 32
+    audio_sample_rate: int = 16_000
+    max_text_chars: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """A reference to one discovered object: passed between tasks instead of its bytes."""
+
+    object_id: str
+    uri: str
+    sample_id: str
+    modality: str
+    media_type: str
+    size: int
+
+
+@dataclass
+class Analysis:
+    """What the per-object function of a modality returns.
+
+    ``features`` are the scalar (or short list) columns of the modality's table;
+    ``vector`` is the handcrafted embedding (float32, L2-normalised), used when no
+    encoder model is configured; ``model_input`` is the small, preprocessed input an
+    encoder model takes (a resized RGB array, a mono waveform, a string, frames).
+    """
+
+    features: dict[str, Any]
+    vector: np.ndarray
+    model_input: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def l2_normalise(vector: np.ndarray) -> np.ndarray:
+    """Scale a vector (or each row of a matrix) to unit length; zero rows stay zero."""
+    array = np.asarray(vector, dtype=np.float32)
+    norm = np.linalg.norm(array, axis=-1, keepdims=True)
+    return np.divide(array, norm, out=np.zeros_like(array), where=norm > 0)

@@ -1,0 +1,187 @@
+"""The lake: Parquet files per table, written atomically, and DuckDB views over them.
+
+Layout: ``<lake>/<table>/<part>.parquet``. A part is written under a hidden temporary
+name in the same folder and renamed into place, so readers never see half a file and
+a crashed run leaves nothing visible. Tables are merge-on-read: a re-run after a crash
+may write a row twice, and the views keep one row per key (the latest landed), so
+queries never see duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+if TYPE_CHECKING:
+    import duckdb
+
+CATALOG_FILE = "braid.duckdb"
+
+# Columns every landed row carries (lineage).
+LINEAGE_SCHEMA: dict[str, pl.DataType] = {
+    "flow_run_id": pl.String(),
+    "landed_at": pl.Datetime("us", "UTC"),
+}
+
+OBJECTS_SCHEMA: dict[str, pl.DataType] = {
+    "object_id": pl.String(),
+    "uri": pl.String(),
+    "sample_id": pl.String(),
+    "modality": pl.String(),
+    "media_type": pl.String(),
+    "size_bytes": pl.Int64(),
+    "discovered_at": pl.Datetime("us", "UTC"),
+    "status": pl.String(),
+    **LINEAGE_SCHEMA,
+}
+
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "object_id": pl.String(),
+    "uri": pl.String(),
+    "sample_id": pl.String(),
+    "modality": pl.String(),
+    "stage": pl.String(),
+    "reason": pl.String(),
+    "quarantined_at": pl.Datetime("us", "UTC"),
+    **LINEAGE_SCHEMA,
+}
+
+# The key each table's view keeps unique; the latest landed row wins.
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "objects": ("object_id",),
+    "quarantine": ("object_id", "stage"),
+    "image_features": ("object_id", "model_id"),
+    "text_features": ("object_id", "model_id"),
+    "audio_features": ("object_id", "model_id"),
+    "video_features": ("object_id", "model_id"),
+    "timeseries_features": ("object_id", "model_id"),
+    "fused": ("sample_id",),
+}
+
+
+def table_dir(lake: str | Path, table: str) -> Path:
+    """The folder that holds a table's Parquet parts."""
+    return Path(lake) / table
+
+
+def write_part(lake: str | Path, table: str, frame: pl.DataFrame, part: str) -> Path | None:
+    """Write one part of a table atomically (temporary name, then rename); skip empty frames."""
+    if frame.is_empty():
+        return None
+    folder = table_dir(lake, table)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{part}.parquet"
+    temporary = folder / f".{part}.{uuid.uuid4().hex}.tmp"
+    try:
+        frame.write_parquet(temporary, compression="zstd", statistics=True)
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return final
+
+
+def parts(lake: str | Path, table: str) -> list[Path]:
+    """The visible Parquet parts of a table (temporary files are hidden and never match)."""
+    folder = table_dir(lake, table)
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def known_object_ids(lake: str | Path) -> set[str]:
+    """Object ids the lake already holds, landed or quarantined: a re-run skips them."""
+    files = parts(lake, "objects")
+    if not files:
+        return set()
+    ids = pl.scan_parquet(files).select("object_id").unique().collect()
+    return set(ids["object_id"].to_list())
+
+
+def _sql_path(path: Path) -> str:
+    return str(path.resolve()).replace("'", "''")
+
+
+def _embedding_dim(con: duckdb.DuckDBPyConnection, source: str) -> int | None:
+    """The one embedding dimension of a table, or None when it has none or several."""
+    dims = con.execute(
+        f"SELECT DISTINCT embedding_dim FROM {source} WHERE embedding_dim IS NOT NULL"
+    ).fetchall()
+    return int(dims[0][0]) if len(dims) == 1 else None
+
+
+def create_views(
+    con: duckdb.DuckDBPyConnection,
+    lake: str | Path,
+    schemas: Mapping[str, Mapping[str, pl.DataType]],
+) -> list[str]:
+    """Create one view per table over its Parquet parts, deduplicated on the table's key.
+
+    Embeddings are cast to ``FLOAT[d]`` so ``array_cosine_similarity`` works directly;
+    a table holding several dimensions (two models side by side) keeps them as lists.
+    A table with no parts yet becomes an empty table with its contract's columns.
+    """
+    created = []
+    for table, schema in schemas.items():
+        files = parts(lake, table)
+        if not files:
+            empty = pl.DataFrame(schema=dict(schema)).to_arrow()  # noqa: F841 (scanned by name)
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM empty")
+            created.append(table)
+            continue
+        file_list = ", ".join(f"'{_sql_path(f)}'" for f in files)
+        source = f"read_parquet([{file_list}], union_by_name = true)"
+        key = ", ".join(TABLE_KEYS.get(table, ("object_id",)))
+        replace = ""
+        if "embedding" in schema:
+            dim = _embedding_dim(con, source)
+            if dim is not None:
+                replace = f" REPLACE (embedding::FLOAT[{dim}] AS embedding)"
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {table} AS SELECT *{replace} FROM {source} "
+            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY landed_at DESC) = 1"
+        )
+        created.append(table)
+    return created
+
+
+def connect(
+    lake: str | Path, schemas: Mapping[str, Mapping[str, pl.DataType]]
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with a view per table: what `braid sql` queries."""
+    import duckdb
+
+    con = duckdb.connect()
+    create_views(con, lake, schemas)
+    return con
+
+
+def write_catalog(lake: str | Path, schemas: Mapping[str, Mapping[str, pl.DataType]]) -> Path:
+    """Write ``<lake>/braid.duckdb`` (views only) for any DuckDB client, swapped in atomically."""
+    import duckdb
+
+    final = Path(lake) / CATALOG_FILE
+    temporary = Path(lake) / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
+    try:
+        with duckdb.connect(str(temporary)) as con:
+            create_views(con, lake, schemas)
+            con.execute("CHECKPOINT")
+        os.replace(temporary, final)
+    finally:
+        temporary.unlink(missing_ok=True)
+        Path(f"{temporary}.wal").unlink(missing_ok=True)
+    return final
+
+
+def rows_frame(rows: Iterable[Mapping[str, object]], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+    """A frame with exactly the contract's columns and types, whatever the rows carry."""
+    frame = pl.DataFrame(list(rows), schema_overrides=dict(schema), infer_schema_length=None)
+    if frame.is_empty():
+        return pl.DataFrame(schema=dict(schema))
+    missing = [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
+    return frame.with_columns(missing).select(
+        [pl.col(name).cast(dtype) for name, dtype in schema.items()]
+    )
