@@ -25,6 +25,10 @@ class Rejected(Exception):
         self.stage = stage
         self.reason = one_line(reason)
 
+    def __reduce__(self) -> tuple[type[Rejected], tuple[str, str]]:
+        # Rejections travel between Dask workers; rebuild them with both fields.
+        return (Rejected, (self.stage, self.reason))
+
 
 def one_line(text: str, limit: int = 300) -> str:
     """Squash a message to one line so it reads well in a quarantine table."""
@@ -51,6 +55,15 @@ class Limits:
     max_video_frames: int = 32
     audio_sample_rate: int = 16_000
     max_text_chars: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Models:
+    """Which encoder produces each modality's embedding; None means the handcrafted vector."""
+
+    text: str = "sentence-transformers/all-MiniLM-L6-v2"
+    image: str | None = None
+    audio: str | None = None
 
 
 @dataclass(frozen=True)

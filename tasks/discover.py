@@ -26,9 +26,7 @@ CHUNK_BYTES = 1024 * 1024
 
 # Extension hints: what an extension promises the bytes are.
 EXTENSION_HINTS: dict[str, str] = {
-    **dict.fromkeys(
-        (".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"), "image"
-    ),
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".webp", ".gif", ".tif", ".tiff", ".bmp"), "image"),
     **dict.fromkeys((".txt", ".md", ".json", ".jsonl", ".srt", ".vtt"), "text"),
     **dict.fromkeys((".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"), "audio"),
     **dict.fromkeys((".mp4", ".mov", ".mkv", ".webm", ".m4v", ".avi"), "video"),
@@ -72,7 +70,9 @@ def sniff_modality(head: bytes, name: str) -> tuple[str, str]:
         modality, media_type = _text_modality(head, suffix)
     else:
         expected = f" (extension {suffix} suggests {hint})" if hint else ""
-        raise Rejected("sniff", f"unrecognised content: no known media signature and not UTF-8 text{expected}")
+        raise Rejected(
+            "sniff", f"unrecognised content: no known media signature and not UTF-8 text{expected}"
+        )
     if hint is not None and not _compatible(hint, modality):
         raise Rejected(
             "sniff",

@@ -20,48 +20,9 @@ import polars as pl
 if TYPE_CHECKING:
     import duckdb
 
+    from tasks.tables import Table
+
 CATALOG_FILE = "braid.duckdb"
-
-# Columns every landed row carries (lineage).
-LINEAGE_SCHEMA: dict[str, pl.DataType] = {
-    "flow_run_id": pl.String(),
-    "landed_at": pl.Datetime("us", "UTC"),
-}
-
-OBJECTS_SCHEMA: dict[str, pl.DataType] = {
-    "object_id": pl.String(),
-    "uri": pl.String(),
-    "sample_id": pl.String(),
-    "modality": pl.String(),
-    "media_type": pl.String(),
-    "size_bytes": pl.Int64(),
-    "discovered_at": pl.Datetime("us", "UTC"),
-    "status": pl.String(),
-    **LINEAGE_SCHEMA,
-}
-
-QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
-    "object_id": pl.String(),
-    "uri": pl.String(),
-    "sample_id": pl.String(),
-    "modality": pl.String(),
-    "stage": pl.String(),
-    "reason": pl.String(),
-    "quarantined_at": pl.Datetime("us", "UTC"),
-    **LINEAGE_SCHEMA,
-}
-
-# The key each table's view keeps unique; the latest landed row wins.
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "objects": ("object_id",),
-    "quarantine": ("object_id", "stage"),
-    "image_features": ("object_id", "model_id"),
-    "text_features": ("object_id", "model_id"),
-    "audio_features": ("object_id", "model_id"),
-    "video_features": ("object_id", "model_id"),
-    "timeseries_features": ("object_id", "model_id"),
-    "fused": ("sample_id",),
-}
 
 
 def table_dir(lake: str | Path, table: str) -> Path:
@@ -113,9 +74,7 @@ def _embedding_dim(con: duckdb.DuckDBPyConnection, source: str) -> int | None:
 
 
 def create_views(
-    con: duckdb.DuckDBPyConnection,
-    lake: str | Path,
-    schemas: Mapping[str, Mapping[str, pl.DataType]],
+    con: duckdb.DuckDBPyConnection, lake: str | Path, tables: Mapping[str, Table]
 ) -> list[str]:
     """Create one view per table over its Parquet parts, deduplicated on the table's key.
 
@@ -124,7 +83,8 @@ def create_views(
     A table with no parts yet becomes an empty table with its contract's columns.
     """
     created = []
-    for table, schema in schemas.items():
+    for table, spec in tables.items():
+        schema = spec.schema
         files = parts(lake, table)
         if not files:
             empty = pl.DataFrame(schema=dict(schema)).to_arrow()  # noqa: F841 (scanned by name)
@@ -133,7 +93,7 @@ def create_views(
             continue
         file_list = ", ".join(f"'{_sql_path(f)}'" for f in files)
         source = f"read_parquet([{file_list}], union_by_name = true)"
-        key = ", ".join(TABLE_KEYS.get(table, ("object_id",)))
+        key = ", ".join(spec.key)
         replace = ""
         if "embedding" in schema:
             dim = _embedding_dim(con, source)
@@ -148,18 +108,16 @@ def create_views(
     return created
 
 
-def connect(
-    lake: str | Path, schemas: Mapping[str, Mapping[str, pl.DataType]]
-) -> duckdb.DuckDBPyConnection:
+def connect(lake: str | Path, tables: Mapping[str, Table]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with a view per table: what `braid sql` queries."""
     import duckdb
 
     con = duckdb.connect()
-    create_views(con, lake, schemas)
+    create_views(con, lake, tables)
     return con
 
 
-def write_catalog(lake: str | Path, schemas: Mapping[str, Mapping[str, pl.DataType]]) -> Path:
+def write_catalog(lake: str | Path, tables: Mapping[str, Table]) -> Path:
     """Write ``<lake>/braid.duckdb`` (views only) for any DuckDB client, swapped in atomically."""
     import duckdb
 
@@ -167,7 +125,7 @@ def write_catalog(lake: str | Path, schemas: Mapping[str, Mapping[str, pl.DataTy
     temporary = Path(lake) / f".{CATALOG_FILE}.{uuid.uuid4().hex}.tmp"
     try:
         with duckdb.connect(str(temporary)) as con:
-            create_views(con, lake, schemas)
+            create_views(con, lake, tables)
             con.execute("CHECKPOINT")
         os.replace(temporary, final)
     finally:
@@ -176,12 +134,18 @@ def write_catalog(lake: str | Path, schemas: Mapping[str, Mapping[str, pl.DataTy
     return final
 
 
-def rows_frame(rows: Iterable[Mapping[str, object]], schema: Mapping[str, pl.DataType]) -> pl.DataFrame:
+def rows_frame(
+    rows: Iterable[Mapping[str, object]], schema: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
     """A frame with exactly the contract's columns and types, whatever the rows carry."""
     frame = pl.DataFrame(list(rows), schema_overrides=dict(schema), infer_schema_length=None)
     if frame.is_empty():
         return pl.DataFrame(schema=dict(schema))
-    missing = [pl.lit(None, dtype).alias(name) for name, dtype in schema.items() if name not in frame.columns]
+    missing = [
+        pl.lit(None, dtype).alias(name)
+        for name, dtype in schema.items()
+        if name not in frame.columns
+    ]
     return frame.with_columns(missing).select(
         [pl.col(name).cast(dtype) for name, dtype in schema.items()]
     )

@@ -1,0 +1,110 @@
+"""Pipeline settings as a Prefect block: saved once, loaded by name inside flows.
+
+A run's parameters override the block field by field, so a deployment can keep its
+settings in the block while a one-off `braid run --image-model ...` changes just one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from tasks.common import Limits, Models
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class BraidSettings(Block):
+    """Where Braid lands data, which models embed it, and the limits that keep a run safe.
+
+    Model fields take a Hugging Face model id or a local directory; both load through
+    `from_pretrained`. Leave the image or audio model empty to use the documented
+    handcrafted embedding instead.
+
+    Example:
+        Save settings once, then run with them:
+        ```python
+        from blocks.settings import BraidSettings
+
+        BraidSettings(lake="s3://my-bucket/lake", image_model="openai/clip-vit-base-patch32").save("prod")
+        ```
+        ```bash
+        braid run ./landing --settings prod
+        ```
+    """
+
+    _block_type_name = "Braid Settings"
+    _block_type_slug = "braid-settings"
+    _description = "Lake location, encoder models, batch sizes and safety limits for Braid."
+
+    lake: str = Field(default="lake", description="Folder (or URL) where tables are landed.")
+    text_model: str = Field(
+        default=DEFAULT_TEXT_MODEL,
+        description="Text encoder: Hugging Face id or local path (default: all-MiniLM-L6-v2, bundled).",
+    )
+    image_model: str | None = Field(
+        default=None,
+        description="Image encoder: Hugging Face id or local path; empty for the handcrafted vector.",
+    )
+    audio_model: str | None = Field(
+        default=None,
+        description="Audio encoder: Hugging Face id or local path; empty for the handcrafted vector.",
+    )
+    batch_size: int = Field(
+        default=32, ge=1, description="Objects per batch: one Prefect task run per batch."
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Address of an existing Dask scheduler (tcp://...); empty starts a local cluster.",
+    )
+    dask_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Workers of the local Dask cluster; empty sizes it to the machine.",
+    )
+    max_object_bytes: int = Field(
+        default=Limits.max_object_bytes,
+        ge=1,
+        description="Objects larger than this are quarantined.",
+    )
+    max_image_pixels: int = Field(
+        default=Limits.max_image_pixels,
+        ge=1,
+        description="Images with more pixels are quarantined.",
+    )
+    max_duration_s: float = Field(
+        default=Limits.max_duration_s,
+        gt=0,
+        description="Audio and video longer than this are quarantined.",
+    )
+    frames_per_second: float = Field(
+        default=Limits.frames_per_second, gt=0, description="Video frames sampled per second."
+    )
+    max_video_frames: int = Field(
+        default=Limits.max_video_frames, ge=1, description="At most this many frames per video."
+    )
+
+    def limits(self) -> Limits:
+        """The processing limits as plain data for tasks."""
+        return Limits(
+            max_object_bytes=self.max_object_bytes,
+            max_image_pixels=self.max_image_pixels,
+            max_duration_s=self.max_duration_s,
+            frames_per_second=self.frames_per_second,
+            max_video_frames=self.max_video_frames,
+        )
+
+    def models(self) -> Models:
+        """The encoder choices as plain data for tasks."""
+        return Models(
+            text=self.text_model, image=self.image_model or None, audio=self.audio_model or None
+        )
+
+
+def resolve_settings(block_name: str | None = None, **overrides: Any) -> BraidSettings:
+    """Load the named block (or defaults) and apply the overrides that are not None."""
+    settings = BraidSettings.load(block_name) if block_name else BraidSettings()
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return settings.model_copy(update=changes) if changes else settings

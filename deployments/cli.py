@@ -1,0 +1,198 @@
+"""The `braid` command line: make samples, run the pipeline, query the lake.
+
+Heavy libraries are imported inside each command, so `braid --help` answers at once.
+A failure of the command itself (bad arguments, unreadable source, unknown model)
+prints one clear line and exits non-zero; bad objects never do, they go to quarantine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class CommandError(Exception):
+    """A failure to report as one line, without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="braid",
+        description="Turn raw multimodal files into validated, fused feature tables you can query with SQL.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    samples = commands.add_parser(
+        "samples", help="write deterministic sample data (and bad inputs)"
+    )
+    samples.add_argument("dir", help="folder to write the samples into")
+    samples.add_argument("--n", type=_positive, default=24, help="number of samples (default 24)")
+    samples.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    run = commands.add_parser("run", help="run the pipeline once over a source folder")
+    run.add_argument("source", help="folder (or URL) to ingest")
+    run.add_argument("--lake", help="where to land tables (default: settings block, else ./lake)")
+    run.add_argument("--settings", help="name of a saved BraidSettings block to start from")
+    run.add_argument("--text-model", help="text encoder: Hugging Face id or local path")
+    run.add_argument("--image-model", help="image encoder: Hugging Face id or local path")
+    run.add_argument("--audio-model", help="audio encoder: Hugging Face id or local path")
+    run.add_argument("--batch-size", type=_positive, help="objects per batch (default 32)")
+    run.add_argument("--dask-address", help="use an existing Dask scheduler (tcp://host:8786)")
+    run.add_argument("--dask-workers", type=_positive, help="workers of the local Dask cluster")
+
+    sql = commands.add_parser("sql", help="run SQL over the lake's tables")
+    sql.add_argument("query", help='a SQL statement, e.g. "select * from objects limit 5"')
+    sql.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    search = commands.add_parser("search", help="find the samples whose text is nearest to a query")
+    search.add_argument("text", help="what to look for")
+    search.add_argument("-k", type=_positive, default=5, help="how many samples (default 5)")
+    search.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    search.add_argument("--text-model", help="text encoder the lake was built with")
+    search.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def cmd_samples(args: argparse.Namespace) -> None:
+    from tasks.samples import make_samples
+
+    files = make_samples(args.dir, n=args.n, seed=args.seed)
+    print(f"wrote {len(files)} files for {args.n} samples (and _bad/) under {args.dir}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from tasks.storage import source_root
+
+    try:
+        source = source_root(args.source)
+    except OSError as exc:
+        raise CommandError(str(exc)) from exc
+    _check_models(args)
+    from flows.pipeline import pipeline
+
+    summary = pipeline(
+        source=source,
+        lake_path=args.lake,
+        settings_block=args.settings,
+        text_model=args.text_model,
+        image_model=args.image_model,
+        audio_model=args.audio_model,
+        batch_size=args.batch_size,
+        dask_address=args.dask_address,
+        dask_workers=args.dask_workers,
+    )
+    print_summary(summary)
+
+
+def _check_models(args: argparse.Namespace) -> None:
+    """Fail before any work when a configured model cannot be found."""
+    from tasks.encoders import embedding_dim
+
+    for kind in ("text", "image", "audio"):
+        model = getattr(args, f"{kind}_model")
+        if model:
+            try:
+                embedding_dim(model, kind)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from exc
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print()
+    print(f"{'modality':<12}{'landed':>8}{'quarantined':>13}")
+    landed = quarantined = 0
+    for modality, counts in summary["modalities"].items():
+        landed += counts.get("landed", 0)
+        quarantined += counts.get("quarantined", 0)
+        print(f"{modality:<12}{counts.get('landed', 0):>8}{counts.get('quarantined', 0):>13}")
+    print(f"{'total':<12}{landed:>8}{quarantined:>13}")
+    print(
+        f"\n{summary['new']} new objects, {summary['known']} already in the lake, "
+        f"{summary['duplicates']} duplicate copies; {summary['samples_fused']} samples fused "
+        f"in {summary['seconds']:.1f} s"
+    )
+    print(f"lake: {summary['lake']}  catalog: {summary['catalog']}")
+
+
+def cmd_sql(args: argparse.Namespace) -> None:
+    import duckdb
+
+    from tasks.query import run_sql
+
+    try:
+        frame = run_sql(args.lake, args.query)
+    except (duckdb.Error, FileNotFoundError) as exc:
+        raise CommandError(str(exc).splitlines()[0]) from exc
+    print_frame(frame, args.format)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from tasks.encoders import DEFAULT_TEXT_MODEL
+    from tasks.query import search_text
+
+    try:
+        frame = search_text(args.lake, args.text, args.k, args.text_model or DEFAULT_TEXT_MODEL)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from exc
+    print_frame(frame, args.format)
+
+
+def print_frame(frame: Any, fmt: str) -> None:
+    import polars as pl
+
+    if fmt == "csv":
+        flat = frame.with_columns(
+            pl.col(c).cast(pl.List(pl.String)).list.join(";")
+            for c, dtype in frame.schema.items()
+            if isinstance(dtype, pl.List | pl.Array)
+        )
+        sys.stdout.write(flat.write_csv())
+    elif fmt == "json":
+        print(json.dumps(frame.to_dicts(), default=str, indent=2))
+    else:
+        with pl.Config(tbl_rows=100, tbl_cols=30, fmt_str_lengths=60, tbl_width_chars=200):
+            print(frame)
+
+
+COMMANDS = {"samples": cmd_samples, "run": cmd_run, "sql": cmd_sql, "search": cmd_search}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except CommandError as exc:
+        print(f"braid {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"braid {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        print(f"braid {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""One batch of one modality, from object references to rows ready to land.
+
+``analyze_object`` is the plain per-object function a Dask client maps over a batch
+(read, decode, measure); ``extract_batch`` then embeds the batch in one model call and
+builds the feature, quarantine and objects rows. A bad object becomes a quarantine row
+with its stage and reason; it never fails the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks import audio, image, text, timeseries, video
+from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected, l2_normalise, reason_for
+from tasks.lake import rows_frame
+from tasks.storage import read_bytes
+from tasks.tables import OBJECTS, QUARANTINE, TABLES, feature_table
+
+Mapper = Callable[[Callable[[ObjectRef], Any], list[ObjectRef]], Iterable[Any]]
+
+ANALYZERS: dict[str, Callable[[bytes, Limits, str], Analysis]] = {
+    "image": image.analyze,
+    "text": text.analyze,
+    "audio": audio.analyze,
+    "video": video.analyze,
+    "timeseries": timeseries.analyze,
+}
+
+
+@dataclass
+class BatchResult:
+    """Rows a batch produced, ready to validate and land."""
+
+    modality: str
+    features: pl.DataFrame
+    quarantine: pl.DataFrame
+    objects: pl.DataFrame
+
+    @property
+    def landed(self) -> int:
+        return self.features.height
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantine.height
+
+
+def analyze_object(ref: ObjectRef, limits: Limits) -> tuple[ObjectRef, Analysis | Rejected]:
+    """Read and analyse one object; any failure comes back as a rejection, never raised."""
+    try:
+        data = read_bytes(ref.uri)
+    except OSError as exc:
+        return ref, Rejected("read", reason_for(exc))
+    try:
+        return ref, ANALYZERS[ref.modality](data, limits, ref.media_type)
+    except Rejected as rejection:
+        return ref, rejection
+    except Exception as exc:  # a decoder's own error: keep the batch going
+        return ref, Rejected("decode", reason_for(exc))
+
+
+def model_id_for(modality: str, models: Models) -> str:
+    """The id recorded as lineage for a modality's ``embedding`` column."""
+    handcrafted = {
+        "image": image.HANDCRAFTED_MODEL,
+        "video": image.HANDCRAFTED_MODEL,
+        "audio": audio.HANDCRAFTED_MODEL,
+        "timeseries": timeseries.HANDCRAFTED_MODEL,
+    }
+    configured = {"text": models.text, "image": models.image, "video": models.image,
+                  "audio": models.audio}.get(modality)  # fmt: skip
+    return configured or handcrafted[modality]
+
+
+def embedding_dim(modality: str, models: Models) -> int:
+    """The length of a modality's embedding under the configured models."""
+    from tasks.encoders import embedding_dim as model_dim
+
+    fixed = {
+        "image": (models.image, "image", image.HANDCRAFTED_DIM),
+        "video": (models.image, "image", image.HANDCRAFTED_DIM),
+        "audio": (models.audio, "audio", audio.HANDCRAFTED_DIM),
+        "text": (models.text, "text", 0),
+        "timeseries": (None, "", timeseries.HANDCRAFTED_DIM),
+    }
+    model, kind, default = fixed[modality]
+    return model_dim(model, kind) if model else default
+
+
+def _embed_inputs(
+    modality: str, analyses: list[Analysis], models: Models, limits: Limits
+) -> dict[str, np.ndarray]:
+    """Embedding columns for a batch of analyses: one model call per column."""
+    if modality == "text":
+        return {"embedding": text.embed([a.model_input for a in analyses], models.text)}
+    if modality == "image":
+        if models.image is None:
+            return {"embedding": np.stack([a.vector for a in analyses])}
+        return {"embedding": image.embed([a.model_input for a in analyses], models.image)}
+    if modality == "audio":
+        if models.audio is None:
+            return {"embedding": np.stack([a.vector for a in analyses])}
+        inputs = [a.model_input for a in analyses]
+        return {"embedding": audio.embed(inputs, models.audio, limits.audio_sample_rate)}
+    if modality == "video":
+        return _embed_videos(analyses, models, limits)
+    return {"embedding": np.stack([a.vector for a in analyses])}
+
+
+def _embed_videos(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    if models.image is None:
+        frames = np.stack([a.vector for a in analyses])
+    else:
+        counts = [len(a.model_input["frames"]) for a in analyses]
+        flat = [f for a in analyses for f in a.model_input["frames"]]
+        frames = video.pool_frames(image.embed(flat, models.image), counts)
+    tracks: list[np.ndarray | None] = [a.extra.get("audio_vector") for a in analyses]
+    if models.audio is not None:
+        with_audio = [i for i, a in enumerate(analyses) if a.model_input["audio"] is not None]
+        if with_audio:
+            inputs = [analyses[i].model_input["audio"] for i in with_audio]
+            vectors = audio.embed(inputs, models.audio, limits.audio_sample_rate)
+            for i, vector in zip(with_audio, vectors, strict=True):
+                tracks[i] = vector
+    return {"embedding": frames, "audio_embedding": tracks}
+
+
+def embed_batch(
+    modality: str, analyses: list[Analysis], models: Models, limits: Limits
+) -> list[dict[str, Any] | Rejected]:
+    """Embed a batch in one call; if the batch call fails, embed one by one to isolate the culprit."""
+    if not analyses:
+        return []
+    try:
+        columns = _embed_inputs(modality, analyses, models, limits)
+        return [{name: values[i] for name, values in columns.items()} for i in range(len(analyses))]
+    except Exception:
+        if len(analyses) == 1:
+            raise
+    results: list[dict[str, Any] | Rejected] = []
+    for analysis in analyses:
+        try:
+            results.extend(embed_batch(modality, [analysis], models, limits))
+        except Exception as exc:
+            results.append(Rejected("embed", reason_for(exc)))
+    return results
+
+
+def _as_list(vector: np.ndarray | None) -> list[float] | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tolist()
+
+
+def extract_batch(
+    modality: str,
+    refs: list[ObjectRef],
+    models: Models,
+    limits: Limits,
+    flow_run_id: str,
+    mapper: Mapper = map,
+) -> BatchResult:
+    """Analyse, embed and tabulate one batch; ``mapper`` spreads the per-object work (Dask)."""
+    analysed = list(mapper(partial(analyze_object, limits=limits), refs))
+    good = [(ref, result) for ref, result in analysed if isinstance(result, Analysis)]
+    failed = [(ref, result) for ref, result in analysed if isinstance(result, Rejected)]
+    embedded = embed_batch(modality, [a for _, a in good], models, limits)
+    model_id = model_id_for(modality, models)
+    now = datetime.now(UTC)
+    feature_rows, object_rows, quarantine_rows = [], [], []
+    for (ref, analysis), columns in zip(good, embedded, strict=True):
+        if isinstance(columns, Rejected):
+            failed.append((ref, columns))
+            continue
+        vector = l2_normalise(columns["embedding"])
+        row: dict[str, Any] = {
+            "object_id": ref.object_id,
+            "sample_id": ref.sample_id,
+            "uri": ref.uri,
+            "media_type": ref.media_type,
+            "size_bytes": ref.size,
+            **analysis.features,
+            "embedding": _as_list(vector),
+            "embedding_dim": int(vector.shape[0]),
+            "model_id": model_id,
+            "flow_run_id": flow_run_id,
+            "landed_at": now,
+        }
+        if modality == "video":
+            track = columns.get("audio_embedding")
+            row["audio_embedding"] = _as_list(l2_normalise(track)) if track is not None else None
+            row["audio_model_id"] = (
+                (models.audio or audio.HANDCRAFTED_MODEL) if track is not None else None
+            )
+        feature_rows.append(row)
+        object_rows.append(_object_row(ref, "landed", flow_run_id, now))
+    for ref, rejection in failed:
+        quarantine_rows.append(quarantine_row(ref, rejection, flow_run_id, now))
+        object_rows.append(_object_row(ref, "quarantined", flow_run_id, now))
+    return BatchResult(
+        modality=modality,
+        features=rows_frame(feature_rows, TABLES[feature_table(modality)].schema),
+        quarantine=rows_frame(quarantine_rows, QUARANTINE),
+        objects=rows_frame(object_rows, OBJECTS),
+    )
+
+
+def _object_row(ref: ObjectRef, status: str, flow_run_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "object_id": ref.object_id,
+        "uri": ref.uri,
+        "sample_id": ref.sample_id,
+        "modality": ref.modality,
+        "media_type": ref.media_type,
+        "size_bytes": ref.size,
+        "discovered_at": now,
+        "status": status,
+        "flow_run_id": flow_run_id,
+        "landed_at": now,
+    }
+
+
+def quarantine_row(
+    ref: ObjectRef, rejection: Rejected, flow_run_id: str, now: datetime
+) -> dict[str, Any]:
+    """The quarantine row of a rejected object."""
+    return {
+        "object_id": ref.object_id,
+        "uri": ref.uri,
+        "sample_id": ref.sample_id,
+        "modality": ref.modality,
+        "stage": rejection.stage,
+        "reason": rejection.reason,
+        "quarantined_at": now,
+        "flow_run_id": flow_run_id,
+        "landed_at": now,
+    }
+
+
+def rejected_at_discovery(rejected: list[dict[str, Any]], flow_run_id: str) -> BatchResult:
+    """Rows for objects refused before any modality could take them (empty, unknown, mislabelled)."""
+    now = datetime.now(UTC)
+    quarantine, objects = [], []
+    for item in rejected:
+        ref = ObjectRef(item["object_id"], item["uri"], item["sample_id"], item["modality"],
+                        item["media_type"] or "", item["size_bytes"])  # fmt: skip
+        quarantine.append(
+            quarantine_row(ref, Rejected(item["stage"], item["reason"]), flow_run_id, now)
+        )
+        objects.append(_object_row(ref, "quarantined", flow_run_id, now))
+    return BatchResult(
+        modality="unknown",
+        features=pl.DataFrame(),
+        quarantine=rows_frame(quarantine, QUARANTINE),
+        objects=rows_frame(objects, OBJECTS),
+    )
