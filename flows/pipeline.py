@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter, defaultdict
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner, get_dask_client
@@ -112,13 +113,18 @@ def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
         return DaskTaskRunner(address=address)
     cores = os.cpu_count() or 1
     n_workers = workers or max(1, min(4, cores))
+    # Local worker processes inherit these: they report task runs to this run's API
+    # (rather than each starting an embedded server of its own) and size torch's pool.
+    os.environ.setdefault("PREFECT_API_URL", get_client(sync_client=True).api_url.__str__())
     os.environ.setdefault("BRAID_TORCH_THREADS", str(max(1, cores // n_workers)))
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(
         cluster_kwargs={
             "n_workers": n_workers,
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
+            "silence_logs": logging.WARNING,
         }
     )
 

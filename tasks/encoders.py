@@ -171,6 +171,8 @@ def embedding_dim(model_id: str, kind: str) -> int:
 def _from_pretrained(factory: str, model_id: str, kind: str) -> Any:
     import transformers
 
+    # Progress bars are noise in logs of batch jobs.
+    transformers.utils.logging.disable_progress_bar()
     try:
         return getattr(transformers, factory).from_pretrained(resolve_model(model_id))
     except Exception as exc:

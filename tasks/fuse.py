@@ -41,7 +41,7 @@ def load_sample_embeddings(
         )
         params += [model_ids[modality], sample_ids]
     query = " UNION ALL ".join(selects) + " ORDER BY sample_id, modality, object_id"
-    return con.execute(query, params).pl()
+    return con.sql(query, params=params).pl()
 
 
 def fuse_samples(

@@ -24,7 +24,8 @@ def connect(lake_path: str | Path) -> duckdb.DuckDBPyConnection:
 def run_sql(lake_path: str | Path, sql: str) -> pl.DataFrame:
     """Run one SQL statement over the lake's views."""
     with connect(lake_path) as con:
-        return con.execute(sql).pl()
+        result = con.sql(sql)
+        return result.pl() if result is not None else pl.DataFrame()
 
 
 def search_text(
@@ -39,7 +40,7 @@ def search_text(
         raise ValueError("k must be at least 1")
     vector = embed_texts([text], model_id)[0]
     with connect(lake_path) as con:
-        return con.execute(
+        return con.sql(
             f"""
             SELECT t.sample_id,
                    max(array_cosine_similarity(t.embedding::FLOAT[{vector.size}], $query::FLOAT[{vector.size}])) AS score,
@@ -52,5 +53,5 @@ def search_text(
             ORDER BY score DESC, t.sample_id
             LIMIT $k
             """,
-            {"query": vector.tolist(), "model_id": model_id, "k": k},
+            params={"query": vector.tolist(), "model_id": model_id, "k": k},
         ).pl()
