@@ -1,0 +1,58 @@
+# Braid: every target a person or CI needs. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch goes in first so the project's range is already met by this build
+# (here: a CPU wheel on local disk). Override for GPUs: make test TORCH_SPEC="torch==2.x".
+TORCH_SPEC ?= torch==2.13.0
+SAMPLES ?= samples
+LAKE ?= lake
+N ?= 24
+
+# Nothing reaches outside: no telemetry, no model hub.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := false
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help venv demo test check format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/braid: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+venv: $(BIN)/braid ## create .venv with torch, the project and its dev tools
+
+demo: venv ## make sample data, run the whole pipeline, print a SQL summary
+	$(BIN)/braid samples $(SAMPLES) --n $(N)
+	$(BIN)/braid run $(SAMPLES) --lake $(LAKE)
+	$(BIN)/braid sql --lake $(LAKE) \
+	  "select modality, status, count(*) as objects from objects group by all order by all"
+	$(BIN)/braid sql --lake $(LAKE) \
+	  "select stage, reason, count(*) as objects from quarantine group by all order by all"
+	$(BIN)/braid search --lake $(LAKE) -k 3 "a cat lying down"
+
+test: venv ## run the whole test suite (unit, flow and end-to-end)
+	$(BIN)/python -m pytest
+
+check: venv ## lint, format check and type check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: venv ## apply the formatter and safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean: ## remove the sample data and the lake (keeps .venv)
+	rm -rf $(SAMPLES) $(LAKE)
