@@ -66,8 +66,9 @@ def test_run_lands_every_modality_and_prints_a_summary(demo) -> None:
     assert {r["t"]: (r["lo"], r["hi"]) for r in dims} == {
         "image": (32, 32), "text": (384, 384), "audio": (32, 32), "fused": (496, 496)
     }  # fmt: skip
-    norms = sql("select embedding from text_features union all select embedding from fused", lake, home)
-    assert all(abs(np.linalg.norm(r["embedding"]) - 1) < 1e-4 for r in norms)
+    for table in ("image_features", "text_features", "audio_features", "fused"):
+        rows = sql(f"select embedding from {table}", lake, home)
+        assert all(abs(np.linalg.norm(r["embedding"]) - 1) < 1e-4 for r in rows), table
 
 
 @pytest.mark.integration
