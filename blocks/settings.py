@@ -6,7 +6,7 @@ settings in the block while a one-off `braid run --image-model ...` changes just
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from prefect.blocks.core import Block
 from pydantic import Field
@@ -104,7 +104,14 @@ class BraidSettings(Block):
 
 
 def resolve_settings(block_name: str | None = None, **overrides: Any) -> BraidSettings:
-    """Load the named block (or defaults) and apply the overrides that are not None."""
-    settings = BraidSettings.load(block_name) if block_name else BraidSettings()
+    """Load the named block (or defaults) and apply the overrides that are not None.
+
+    Overrides are validated like the block's own fields, so a bad value fails here,
+    before any work starts.
+    """
+    base = cast(BraidSettings, BraidSettings.load(block_name)) if block_name else BraidSettings()
     changes = {key: value for key, value in overrides.items() if value is not None}
-    return settings.model_copy(update=changes) if changes else settings
+    if not changes:
+        return base
+    fields = base.model_dump(exclude={"block_type_slug"})
+    return BraidSettings.model_validate({**fields, **changes})

@@ -99,7 +99,7 @@ def decode_with_av(data: bytes, limits: Limits) -> Waveform:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             wave = decode_stream(container, limits)
     except av.FFmpegError as exc:
         raise Rejected("decode", f"not a readable audio file: {exc}") from exc

@@ -55,7 +55,7 @@ def open_binary(uri: str) -> IO[bytes]:
     """Open an object for reading, whatever filesystem it lives on."""
     if "://" not in uri:
         return open(uri, "rb")
-    return fsspec.open(uri, "rb").open()  # type: ignore[no-any-return]
+    return fsspec.open(uri, "rb").open()
 
 
 def read_bytes(uri: str) -> bytes:

@@ -42,7 +42,7 @@ def probe(data: bytes) -> dict[str, Any]:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 raise Rejected(
                     "decode",
@@ -78,7 +78,7 @@ def sample_frames(data: bytes, limits: Limits) -> list[Image.Image]:
     frames: list[Image.Image] = []
     next_time = 0.0
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
@@ -101,7 +101,7 @@ def decode_audio_track(data: bytes, limits: Limits) -> audio.Waveform | None:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             return audio.decode_stream(container, limits)
     except av.FFmpegError:
         return None

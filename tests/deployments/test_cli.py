@@ -35,7 +35,9 @@ def braid(*args: str, home: Path, check: bool = True) -> subprocess.CompletedPro
 
 
 def sql(query: str, lake: Path, home: Path) -> list[dict]:
-    return json.loads(braid("sql", query, "--lake", str(lake), "--format", "json", home=home).stdout)
+    return json.loads(
+        braid("sql", query, "--lake", str(lake), "--format", "json", home=home).stdout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,11 @@ def demo(tmp_path_factory):
 def test_run_lands_every_modality_and_prints_a_summary(demo) -> None:
     home, _, lake, first = demo
     assert "total" in first.stdout and "samples fused" in first.stdout
-    rows = sql("select modality, count(*) as n from objects where status = 'landed' group by all", lake, home)
+    rows = sql(
+        "select modality, count(*) as n from objects where status = 'landed' group by all",
+        lake,
+        home,
+    )
     assert {r["modality"]: r["n"] for r in rows} == {
         m: N_SAMPLES for m in ("image", "text", "audio", "video", "timeseries")
     }
@@ -86,8 +92,12 @@ def test_every_bad_file_is_quarantined_with_stage_and_reason(demo) -> None:
 @pytest.mark.integration
 def test_search_finds_the_sample_whose_caption_matches(demo) -> None:
     home, _, lake, _ = demo
-    caption = sql("select sample_id, preview from text_features order by sample_id limit 1", lake, home)[0]
-    result = braid("search", caption["preview"], "--lake", str(lake), "-k", "3", "--format", "json", home=home)
+    caption = sql(
+        "select sample_id, preview from text_features order by sample_id limit 1", lake, home
+    )[0]
+    result = braid(
+        "search", caption["preview"], "--lake", str(lake), "-k", "3", "--format", "json", home=home
+    )
     hits = json.loads(result.stdout)
     assert len(hits) == 3
     assert hits[0]["sample_id"] == caption["sample_id"]
@@ -98,26 +108,49 @@ def test_search_finds_the_sample_whose_caption_matches(demo) -> None:
 @pytest.mark.integration
 def test_rerun_lands_nothing_new(demo) -> None:
     home, samples, lake, _ = demo
-    before = sql("select (select count(*) from objects) o, (select count(*) from fused) f", lake, home)
+    before = sql(
+        "select (select count(*) from objects) o, (select count(*) from fused) f", lake, home
+    )
     parts_before = sorted(p.name for p in lake.rglob("*.parquet"))
     again = braid("run", str(samples), "--lake", str(lake), home=home)
     assert f"0 new objects, {5 * N_SAMPLES + len(BAD_REASONS)} already in the lake" in again.stdout
-    assert sql("select (select count(*) from objects) o, (select count(*) from fused) f", lake, home) == before
+    assert (
+        sql("select (select count(*) from objects) o, (select count(*) from fused) f", lake, home)
+        == before
+    )
     assert sorted(p.name for p in lake.rglob("*.parquet")) == parts_before
     assert not [p for p in lake.rglob("*") if p.name.endswith(".tmp")]
 
 
 @pytest.mark.integration
 def test_run_failures_exit_non_zero_with_one_clear_line(tmp_path) -> None:
-    missing = braid("run", str(tmp_path / "nope"), "--lake", str(tmp_path / "lake"), home=tmp_path, check=False)
+    missing = braid(
+        "run", str(tmp_path / "nope"), "--lake", str(tmp_path / "lake"), home=tmp_path, check=False
+    )
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
-    model = braid("run", str(tmp_path), "--image-model", str(tmp_path / "no-model"), home=tmp_path, check=False)
+    model = braid(
+        "run",
+        str(tmp_path),
+        "--image-model",
+        str(tmp_path / "no-model"),
+        home=tmp_path,
+        check=False,
+    )
     assert model.returncode == 1
     assert "cannot load image model" in model.stderr and "Traceback" not in model.stderr
     bad_args = braid("run", str(tmp_path), "--batch-size", "0", home=tmp_path, check=False)
     assert bad_args.returncode == 2 and "must be at least 1" in bad_args.stderr
-    no_lake = braid("sql", "select 1", "--lake", str(tmp_path / "nolake"), home=tmp_path, check=False)
+    no_lake = braid(
+        "sql", "select 1", "--lake", str(tmp_path / "nolake"), home=tmp_path, check=False
+    )
     assert no_lake.returncode == 1 and "no lake at" in no_lake.stderr
-    bad_sql = braid("sql", "select * from nowhere", "--lake", str(tmp_path / "nolake"), home=tmp_path, check=False)
+    bad_sql = braid(
+        "sql",
+        "select * from nowhere",
+        "--lake",
+        str(tmp_path / "nolake"),
+        home=tmp_path,
+        check=False,
+    )
     assert bad_sql.returncode == 1 and "Traceback" not in bad_sql.stderr

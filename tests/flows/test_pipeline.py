@@ -26,7 +26,12 @@ def _count(lake: Path, table: str) -> int:
 def test_plan_batches_groups_by_modality_and_cuts_to_size() -> None:
     refs = [ObjectRef(str(i), f"u{i}", "s", "image" if i % 3 else "text", "", 1) for i in range(10)]
     batches = plan_batches(refs, batch_size=3)
-    assert [(m, len(b)) for m, b in batches] == [("image", 3), ("image", 3), ("text", 3), ("text", 1)]
+    assert [(m, len(b)) for m, b in batches] == [
+        ("image", 3),
+        ("image", 3),
+        ("text", 3),
+        ("text", 1),
+    ]
     assert sorted(r.object_id for _, b in batches for r in b) == sorted(r.object_id for r in refs)
 
 
@@ -64,13 +69,19 @@ def test_every_modality_lands_and_bad_inputs_are_quarantined(model_run) -> None:
     assert _count(lake, "objects") == 5 * N_SAMPLES + 8
 
 
-def test_configured_encoders_set_dimensions_and_lineage(model_run, tiny_image_model, tiny_audio_model) -> None:
+def test_configured_encoders_set_dimensions_and_lineage(
+    model_run, tiny_image_model, tiny_audio_model
+) -> None:
     lake, first, _, _ = model_run
     image_dim = embedding_dim(tiny_image_model, "image")
     audio_dim = embedding_dim(tiny_audio_model, "audio")
     with duckdb.connect(str(lake / CATALOG_FILE), read_only=True) as con:
-        image = con.execute("SELECT DISTINCT model_id, embedding_dim, flow_run_id FROM image_features").fetchall()
-        video = con.execute("SELECT DISTINCT embedding_dim, audio_model_id FROM video_features").fetchall()
+        image = con.execute(
+            "SELECT DISTINCT model_id, embedding_dim, flow_run_id FROM image_features"
+        ).fetchall()
+        video = con.execute(
+            "SELECT DISTINCT embedding_dim, audio_model_id FROM video_features"
+        ).fetchall()
         fused = con.execute("SELECT embedding, modalities FROM fused ORDER BY sample_id").fetchall()
     assert image == [(tiny_image_model, image_dim, first["flow_run_id"])]
     assert video == [(image_dim, tiny_audio_model)]  # frames through the image path
@@ -102,7 +113,11 @@ async def test_batches_run_as_child_flow_and_task_runs(model_run) -> None:
         assert parent.state.is_completed()
         assert [c.state.is_completed() for c in children] == [True]
         task_runs = await client.read_task_runs()
-    extract_runs = [t for t in task_runs if t.flow_run_id == children[0].id and t.name.startswith("extract-features")]
+    extract_runs = [
+        t
+        for t in task_runs
+        if t.flow_run_id == children[0].id and t.name.startswith("extract-features")
+    ]
     # 5 modalities x 3 samples (+ bad inputs that sniffed as a modality), batch size 2:
     # one task run per batch, never one per object.
     assert 8 <= len(extract_runs) < 5 * N_SAMPLES
