@@ -84,7 +84,7 @@ def decode(data: bytes, limits: Limits) -> Waveform:
     if header.get("duration_s", 0.0) > limits.max_duration_s:
         raise Rejected(
             "decode",
-            f"audio lasts {header['duration_s']:.1f} s, over the limit of {limits.max_duration_s:.0f} s",
+            f"audio lasts {header['duration_s']:.1f} s, over the limit of {limits.max_duration_s:g} s",
         )
     try:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
@@ -126,7 +126,7 @@ def decode_stream(container: av.container.InputContainer, limits: Limits) -> Wav
             chunks.append(chunk)
             total += chunk.shape[1]
         if total > limit:
-            raise Rejected("decode", f"audio lasts over the limit of {limits.max_duration_s:.0f} s")
+            raise Rejected("decode", f"audio lasts over the limit of {limits.max_duration_s:g} s")
     samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
     return Waveform(samples.astype(np.float32, copy=False), int(rate))
 
@@ -137,7 +137,7 @@ def _checked(wave: Waveform, limits: Limits) -> Waveform:
     if wave.duration_s > limits.max_duration_s:
         raise Rejected(
             "decode",
-            f"audio lasts {wave.duration_s:.1f} s, over the limit of {limits.max_duration_s:.0f} s",
+            f"audio lasts {wave.duration_s:.1f} s, over the limit of {limits.max_duration_s:g} s",
         )
     if not np.isfinite(wave.samples).all():
         raise Rejected("decode", "audio samples contain NaN or infinity")

@@ -141,15 +141,13 @@ def embed_batch(
     try:
         columns = _embed_inputs(modality, analyses, models, limits)
         return [{name: values[i] for name, values in columns.items()} for i in range(len(analyses))]
-    except Exception:
+    except Exception as exc:
+        # One object alone is its own culprit, also when the whole batch was that one object.
         if len(analyses) == 1:
-            raise
+            return [Rejected("embed", reason_for(exc))]
     results: list[dict[str, Any] | Rejected] = []
     for analysis in analyses:
-        try:
-            results.extend(embed_batch(modality, [analysis], models, limits))
-        except Exception as exc:
-            results.append(Rejected("embed", reason_for(exc)))
+        results.extend(embed_batch(modality, [analysis], models, limits))
     return results
 
 

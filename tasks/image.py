@@ -13,17 +13,19 @@ when no image model is configured:
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 import numpy as np
 import polars as pl
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from tasks.common import Analysis, Limits, Rejected, l2_normalise
 
 HANDCRAFTED_MODEL = "braid/handcrafted-image-v1"
 HANDCRAFTED_DIM = 32
 THUMBNAIL_SIDE = 256  # statistics and model input are computed on this reduced size
+_pillow_limit_lock = threading.Lock()
 
 FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "width": pl.Int32(),
@@ -45,12 +47,16 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
 def probe(data: bytes, limits: Limits) -> Image.Image:
     """Open an image's header only, and refuse sizes over the pixel limit before decoding."""
     # Braid checks the claimed size itself (below) so the reason names its own limit;
-    # Pillow's global bomb check would otherwise fire first with its own threshold.
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.UnidentifiedImageError as exc:
-        raise Rejected("decode", "not a readable image (Pillow cannot identify it)") from exc
+    # Pillow's global bomb check would otherwise fire first with its own threshold. It is
+    # lifted only while the header is read, so the rest of the process keeps Pillow's guard.
+    with _pillow_limit_lock:
+        pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.UnidentifiedImageError as exc:
+            raise Rejected("decode", "not a readable image (Pillow cannot identify it)") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
     width, height = image.size
     if width * height > limits.max_image_pixels:
         raise Rejected(
@@ -64,9 +70,12 @@ def probe(data: bytes, limits: Limits) -> Image.Image:
 def decode(data: bytes, limits: Limits) -> tuple[Image.Image, dict[str, Any]]:
     """Decode to an RGB image no larger than the thumbnail size, plus the original's header facts."""
     image = probe(data, limits)
+    width, height = image.size
+    if image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
+        width, height = height, width  # a quarter turn: report the size the photo is shown at
     header = {
-        "width": image.width,
-        "height": image.height,
+        "width": width,
+        "height": height,
         "format": image.format,
         "mode": image.mode,
     }
@@ -84,7 +93,10 @@ def decode(data: bytes, limits: Limits) -> tuple[Image.Image, dict[str, Any]]:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Flatten transparency onto white so alpha does not read as black."""
+    """Flatten transparency onto white so alpha does not read as black; scale 16-bit grey."""
+    if image.mode.startswith("I;16"):
+        # Pillow clips 16-bit levels to 8 bits rather than scaling them: most would read as white.
+        return Image.fromarray((np.asarray(image) >> 8).astype(np.uint8)).convert("RGB")
     if image.mode in ("RGBA", "LA", "P", "PA") and (
         image.mode != "P" or "transparency" in image.info
     ):

@@ -51,7 +51,7 @@ def features(text: str) -> dict[str, Any]:
     return {
         "chars": len(text),
         "words": len(text.split()),
-        "lines": text.count("\n") + 1,
+        "lines": len(text.splitlines()),  # a final newline ends a line, it does not start one
         "preview": " ".join(text.split())[:PREVIEW_CHARS],
     }
 

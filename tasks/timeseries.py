@@ -85,7 +85,7 @@ def features(times: pl.Series, channels: pl.DataFrame) -> tuple[dict[str, Any], 
             fingerprint += [
                 np.tanh(mean[index] / 10.0),
                 np.tanh(std[index]),
-                _dominant_frequency(values[:, index]) * 2 / rate if rate else 0.0,
+                _dominant_frequency(values[:, index], rate) / (rate / 2) if rate else 0.0,
             ]
         else:
             fingerprint += [0.0, 0.0, 0.0]
@@ -107,6 +107,8 @@ def _dominant_frequency(values: np.ndarray, rate: float = 1.0) -> float:
     if values.size < 4:
         return 0.0
     spectrum = np.abs(np.fft.rfft(values - values.mean()))
+    if not spectrum[1:].any():
+        return 0.0  # a constant channel has no frequency
     return float(np.argmax(spectrum[1:]) + 1) / values.size * rate
 
 

@@ -114,7 +114,7 @@ def analyze(data: bytes, limits: Limits, media_type: str = "") -> Analysis:
     if duration is not None and duration > limits.max_duration_s:
         raise Rejected(
             "decode",
-            f"video lasts {duration:.1f} s, over the limit of {limits.max_duration_s:.0f} s",
+            f"video lasts {duration:.1f} s, over the limit of {limits.max_duration_s:g} s",
         )
     frames = sample_frames(data, limits)
     frame_arrays, frame_vectors = [], []

@@ -1,9 +1,5 @@
 """Encoders on the bundled MiniLM and on tiny random models saved to disk like real checkpoints."""
 
-import os
-
-os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: nothing here may reach a hub
-
 from pathlib import Path
 
 import numpy as np
@@ -35,26 +31,6 @@ def assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
-    ViTModel(config).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
@@ -80,30 +56,6 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     ).save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-wav2vec2")
-    config = Wav2Vec2Config(
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        feat_extract_norm="layer",  # the variant trained with an attention mask
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
-    Wav2Vec2Model(config).save_pretrained(path)
-    Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
     return str(path)
 
 
@@ -141,13 +93,13 @@ def test_texts_in_batches_match_one_batch() -> None:
     np.testing.assert_allclose(embed_texts(texts, batch_size=1), one_batch, atol=1e-5)
 
 
-def test_empty_inputs_give_empty_matrices(vit_dir: str, wav2vec2_dir: str) -> None:
+def test_empty_inputs_give_empty_matrices(tiny_image_model: str, tiny_audio_model: str) -> None:
     assert embed_texts([]).shape == (0, 384)
-    assert embed_images([], vit_dir).shape == (0, 32)
-    assert embed_audio([], 16000, wav2vec2_dir).shape == (0, 32)
+    assert embed_images([], tiny_image_model).shape == (0, 48)
+    assert embed_audio([], 16000, tiny_audio_model).shape == (0, 40)
 
 
-@pytest.mark.parametrize(("model_fixture", "dim"), [("vit_dir", 32), ("clip_dir", 24)])
+@pytest.mark.parametrize(("model_fixture", "dim"), [("tiny_image_model", 48), ("clip_dir", 24)])
 def test_images_embed_to_unit_vectors(
     model_fixture: str, dim: int, request: pytest.FixtureRequest
 ) -> None:
@@ -164,25 +116,25 @@ def test_images_embed_to_unit_vectors(
     assert vectors[0] @ vectors[1] < 0.9999
 
 
-def test_audio_embeds_clips_of_different_lengths(wav2vec2_dir: str) -> None:
-    rate = audio_sampling_rate(wav2vec2_dir)
+def test_audio_embeds_clips_of_different_lengths(tiny_audio_model: str) -> None:
+    rate = audio_sampling_rate(tiny_audio_model)
     short = RNG.standard_normal(rate // 2).astype(np.float32)
     long = RNG.standard_normal(rate * 3 // 2).astype(np.float32)
 
-    batched = embed_audio([short, long], rate, wav2vec2_dir)
-    alone = embed_audio([short], rate, wav2vec2_dir)
+    batched = embed_audio([short, long], rate, tiny_audio_model)
+    alone = embed_audio([short], rate, tiny_audio_model)
 
     assert rate == 16000
-    assert embedding_dim(wav2vec2_dir, "audio") == 32
-    assert_unit_rows(batched, 2, 32)
+    assert embedding_dim(tiny_audio_model, "audio") == 40
+    assert_unit_rows(batched, 2, 40)
     assert batched[0] @ batched[1] < 0.9999
     # Padding the short clip to the long one's length leaves its embedding unchanged.
     np.testing.assert_allclose(batched[0], alone[0], atol=1e-4)
 
 
-def test_audio_at_the_wrong_rate_is_refused(wav2vec2_dir: str) -> None:
+def test_audio_at_the_wrong_rate_is_refused(tiny_audio_model: str) -> None:
     with pytest.raises(ValueError, match="expects 16000 Hz, got 8000 Hz"):
-        embed_audio([np.zeros(8000, dtype=np.float32)], 8000, wav2vec2_dir)
+        embed_audio([np.zeros(8000, dtype=np.float32)], 8000, tiny_audio_model)
 
 
 @pytest.mark.parametrize("kind", ["text", "image", "audio"])
@@ -199,12 +151,12 @@ def test_unloadable_model_is_reported_by_every_entry_point() -> None:
         audio_sampling_rate("braid-test/not-a-model")
 
 
-def test_unknown_kind_is_refused(vit_dir: str) -> None:
+def test_unknown_kind_is_refused(tiny_image_model: str) -> None:
     with pytest.raises(ValueError, match="unknown encoder kind 'video'"):
-        embedding_dim(vit_dir, "video")
+        embedding_dim(tiny_image_model, "video")
 
 
-def test_models_load_once_per_process(vit_dir: str) -> None:
-    first = load_encoder(vit_dir, "image")
-    assert load_encoder(vit_dir, "image") is first
+def test_models_load_once_per_process(tiny_image_model: str) -> None:
+    first = load_encoder(tiny_image_model, "image")
+    assert load_encoder(tiny_image_model, "image") is first
     assert not first.model.training
