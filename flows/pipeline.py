@@ -44,7 +44,8 @@ def dask_mapper() -> Iterator[Callable[..., list[Any]]]:
     """
     from distributed import rejoin, secede
 
-    with get_dask_client() as client:
+    # Not the default client: closing it must not leave the worker a closed default.
+    with get_dask_client(set_as_default=False) as client:
 
         def mapper(function: Callable[..., Any], items: list[Any]) -> list[Any]:
             futures = client.map(function, items, pure=False)

@@ -101,18 +101,18 @@ def test_rerun_is_incremental_and_adds_no_rows(model_run) -> None:
     assert {t: _count(lake, t) for t in counts} == counts
 
 
-async def test_batches_run_as_child_flow_and_task_runs(model_run) -> None:
+def test_batches_run_as_child_flow_and_task_runs(model_run) -> None:
     _, first, _, _ = model_run
-    async with get_client() as client:
-        parent = await client.read_flow_run(first["flow_run_id"])
-        children = await client.read_flow_runs(
+    with get_client(sync_client=True) as client:
+        parent = client.read_flow_run(first["flow_run_id"])
+        children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
                 parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
             )
         )
         assert parent.state.is_completed()
         assert [c.state.is_completed() for c in children] == [True]
-        task_runs = await client.read_task_runs()
+        task_runs = client.read_task_runs()
     extract_runs = [
         t
         for t in task_runs
