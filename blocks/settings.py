@@ -11,9 +11,8 @@ from typing import Any, cast
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from tasks.common import Limits, Models
-
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+STANDARD_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
 class BraidSettings(Block):
@@ -65,42 +64,56 @@ class BraidSettings(Block):
         description="Workers of the local Dask cluster; empty sizes it to the machine.",
     )
     max_object_bytes: int = Field(
-        default=Limits.max_object_bytes,
+        default=512 * 1024 * 1024,
         ge=1,
         description="Objects larger than this are quarantined.",
     )
     max_image_pixels: int = Field(
-        default=Limits.max_image_pixels,
+        default=64_000_000,
         ge=1,
         description="Images with more pixels are quarantined.",
     )
     max_duration_s: float = Field(
-        default=Limits.max_duration_s,
+        default=600.0,
         gt=0,
         description="Audio and video longer than this are quarantined.",
     )
     frames_per_second: float = Field(
-        default=Limits.frames_per_second, gt=0, description="Video frames sampled per second."
+        default=1.0, gt=0, description="Video frames sampled per second."
     )
     max_video_frames: int = Field(
-        default=Limits.max_video_frames, ge=1, description="At most this many frames per video."
+        default=32, ge=1, description="At most this many frames per video."
     )
 
-    def limits(self) -> Limits:
-        """The processing limits as plain data for tasks."""
-        return Limits(
-            max_object_bytes=self.max_object_bytes,
-            max_image_pixels=self.max_image_pixels,
-            max_duration_s=self.max_duration_s,
-            frames_per_second=self.frames_per_second,
-            max_video_frames=self.max_video_frames,
-        )
+    quality_policy: str = Field(
+        default="quarantine",
+        pattern="^(quarantine|fail|warn)$",
+        description="What a failed validation does: quarantine failing rows, fail the table, or warn.",
+    )
+    quality_policies: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-table policy overrides, e.g. {'fused': 'fail'}.",
+    )
+    sample_rates: list[int] = Field(
+        default_factory=lambda: list(STANDARD_SAMPLE_RATES),
+        description="Audio sample rates a valid clip may have.",
+    )
+    max_channels: int = Field(
+        default=8, ge=1, description="Most audio channels a valid clip may have."
+    )
+    min_fps: float = Field(
+        default=1.0, gt=0, description="Lowest frame rate a valid video may have."
+    )
+    max_fps: float = Field(
+        default=240.0, gt=0, description="Highest frame rate a valid video may have."
+    )
+    norm_tolerance: float = Field(
+        default=1e-3, gt=0, description="How far an embedding's L2 norm may be from 1."
+    )
 
-    def models(self) -> Models:
-        """The encoder choices as plain data for tasks."""
-        return Models(
-            text=self.text_model, image=self.image_model or None, audio=self.audio_model or None
-        )
+    def policy_for(self, table: str) -> str:
+        """The validation policy of one table."""
+        return self.quality_policies.get(table, self.quality_policy)
 
 
 def resolve_settings(block_name: str | None = None, **overrides: Any) -> BraidSettings:

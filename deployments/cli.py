@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+POLICIES = ("quarantine", "fail", "warn")
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
@@ -43,13 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the pipeline once over a source folder")
     run.add_argument("source", help="folder (or URL) to ingest")
     run.add_argument("--lake", help="where to land tables (default: settings block, else ./lake)")
-    run.add_argument("--settings", help="name of a saved BraidSettings block to start from")
-    run.add_argument("--text-model", help="text encoder: Hugging Face id or local path")
-    run.add_argument("--image-model", help="image encoder: Hugging Face id or local path")
-    run.add_argument("--audio-model", help="audio encoder: Hugging Face id or local path")
-    run.add_argument("--batch-size", type=_positive, help="objects per batch (default 32)")
-    run.add_argument("--dask-address", help="use an existing Dask scheduler (tcp://host:8786)")
-    run.add_argument("--dask-workers", type=_positive, help="workers of the local Dask cluster")
+    _processing_options(run)
+
+    redrive = commands.add_parser(
+        "redrive", help="re-process quarantined objects (after a fix, a new limit or model)"
+    )
+    redrive.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    redrive.add_argument("--stage", help="only objects quarantined at this stage (e.g. decode)")
+    redrive.add_argument("--reason", help="only objects whose reason contains this text")
+    redrive.add_argument("--object-id", help="only this object")
+    _processing_options(redrive)
+
+    quality = commands.add_parser(
+        "quality", help="where the Data Docs are, and the last validations"
+    )
+    quality.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
 
     sql = commands.add_parser("sql", help="run SQL over the lake's tables")
     sql.add_argument("query", help='a SQL statement, e.g. "select * from objects limit 5"')
@@ -63,6 +72,54 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--text-model", help="text encoder the lake was built with")
     search.add_argument("--format", choices=("table", "csv", "json"), default="table")
     return parser
+
+
+def _processing_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that processes objects."""
+    parser.add_argument("--settings", help="name of a saved BraidSettings block to start from")
+    parser.add_argument("--text-model", help="text encoder: Hugging Face id or local path")
+    parser.add_argument("--image-model", help="image encoder: Hugging Face id or local path")
+    parser.add_argument("--audio-model", help="audio encoder: Hugging Face id or local path")
+    parser.add_argument("--batch-size", type=_positive, help="objects per batch (default 32)")
+    parser.add_argument("--dask-address", help="use an existing Dask scheduler (tcp://host:8786)")
+    parser.add_argument("--dask-workers", type=_positive, help="workers of the local Dask cluster")
+    parser.add_argument(
+        "--quality-policy",
+        choices=POLICIES,
+        help="what failed validation does to every table (default quarantine)",
+    )
+    parser.add_argument(
+        "--policy-for",
+        action="append",
+        type=_table_policy,
+        default=[],
+        metavar="TABLE=POLICY",
+        help="policy for one table, e.g. fused=fail (repeatable)",
+    )
+
+
+def _table_policy(value: str) -> tuple[str, str]:
+    table, _, policy = value.partition("=")
+    if policy not in POLICIES or not table:
+        raise argparse.ArgumentTypeError(
+            f"expected TABLE=POLICY with POLICY in {POLICIES}, got {value!r}"
+        )
+    return table, policy
+
+
+def _processing_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """Flow parameters from the shared options; unset ones fall back to the settings block."""
+    return {
+        "settings_block": args.settings,
+        "text_model": args.text_model,
+        "image_model": args.image_model,
+        "audio_model": args.audio_model,
+        "batch_size": args.batch_size,
+        "dask_address": args.dask_address,
+        "dask_workers": args.dask_workers,
+        "quality_policy": args.quality_policy,
+        "quality_policies": dict(args.policy_for) or None,
+    }
 
 
 def _positive(value: str) -> int:
@@ -89,18 +146,45 @@ def cmd_run(args: argparse.Namespace) -> None:
     _check_models(args)
     from flows.pipeline import pipeline
 
-    summary = pipeline(
-        source=source,
-        lake_path=args.lake,
-        settings_block=args.settings,
-        text_model=args.text_model,
-        image_model=args.image_model,
-        audio_model=args.audio_model,
-        batch_size=args.batch_size,
-        dask_address=args.dask_address,
-        dask_workers=args.dask_workers,
-    )
+    summary = pipeline(source=source, lake_path=args.lake, **_processing_parameters(args))
     print_summary(summary)
+
+
+def cmd_redrive(args: argparse.Namespace) -> None:
+    from tasks.query import connect
+
+    try:
+        connect(args.lake).close()
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    _check_models(args)
+    from flows.pipeline import redrive
+
+    summary = redrive(
+        lake_path=args.lake,
+        stage=args.stage,
+        reason=args.reason,
+        object_id=args.object_id,
+        **_processing_parameters(args),
+    )
+    print(f"redriving {summary['redriven']} quarantined objects")
+    print_summary(summary)
+
+
+def cmd_quality(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from tasks.query import last_validations
+
+    try:
+        frame = last_validations(args.lake)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    docs = Path(args.lake).resolve() / "_quality" / "docs" / "index.html"
+    print(
+        f"Data Docs: {docs}" if docs.exists() else "Data Docs: none yet (no run has validated data)"
+    )
+    print_frame(frame, "table")
 
 
 def _check_models(args: argparse.Namespace) -> None:
@@ -125,6 +209,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         quarantined += counts.get("quarantined", 0)
         print(f"{modality:<12}{counts.get('landed', 0):>8}{counts.get('quarantined', 0):>13}")
     print(f"{'total':<12}{landed:>8}{quarantined:>13}")
+    if summary["validations"]:
+        checks = ", ".join(f"{t} {p:g}%" for t, p in summary["validations"].items())
+        print(f"\nexpectations met: {checks}")
+        print(f"data docs: {summary['quality_docs']}")
     print(
         f"\n{summary['new']} new objects, {summary['known']} already in the lake, "
         f"{summary['duplicates']} duplicate copies; {summary['samples_fused']} samples fused "
@@ -173,7 +261,14 @@ def print_frame(frame: Any, fmt: str) -> None:
             print(frame)
 
 
-COMMANDS = {"samples": cmd_samples, "run": cmd_run, "sql": cmd_sql, "search": cmd_search}
+COMMANDS = {
+    "samples": cmd_samples,
+    "run": cmd_run,
+    "redrive": cmd_redrive,
+    "quality": cmd_quality,
+    "sql": cmd_sql,
+    "search": cmd_search,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

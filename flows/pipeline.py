@@ -1,4 +1,5 @@
-"""The Braid pipeline: discover → extract per modality in batches (Dask) → land → fuse → catalog."""
+"""The Braid pipeline: discover → extract per modality in batches (Dask) → validate → land →
+fuse → validate → land → catalog. ``redrive`` sends quarantined objects through the same path."""
 
 from __future__ import annotations
 
@@ -8,25 +9,76 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import polars as pl
 from prefect import flow, get_client, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect_dask import DaskTaskRunner, get_dask_client
 
 from blocks.settings import BraidSettings, resolve_settings
+from data_quality.validate import Validation, build_docs, results_frame, to_markdown, validate_table
 from tasks import fuse, lake
 from tasks.common import MODALITIES, Limits, Models, ObjectRef
-from tasks.discover import Discovery, discover
+from tasks.discover import Discovery, discover, inspect_object
 from tasks.extract import (
     BatchResult,
     embedding_dim,
     extract_batch,
     model_id_for,
     rejected_at_discovery,
+    validation_rejects,
 )
-from tasks.tables import TABLES, feature_table
+from tasks.lake import rows_frame
+from tasks.query import quarantined_objects
+from tasks.storage import object_size
+from tasks.tables import OBJECTS, TABLES, feature_table
+
+QUALITY_DOCS = "_quality/docs"
+
+
+class QualityGateFailed(RuntimeError):
+    """A table under the ``fail`` policy did not pass its suite; nothing of it landed."""
+
+
+def limits_of(settings: BraidSettings) -> Limits:
+    """The processing limits as plain data for tasks."""
+    return Limits(
+        max_object_bytes=settings.max_object_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        max_duration_s=settings.max_duration_s,
+        frames_per_second=settings.frames_per_second,
+        max_video_frames=settings.max_video_frames,
+    )
+
+
+def models_of(settings: BraidSettings) -> Models:
+    """The encoder choices as plain data for tasks."""
+    return Models(
+        text=settings.text_model,
+        image=settings.image_model or None,
+        audio=settings.audio_model or None,
+    )
+
+
+def quality_params(settings: BraidSettings, dims: dict[str, int]) -> dict[str, Any]:
+    """Values the suites' ``$parameters`` take for this run."""
+    return {
+        **{f"{m}_dim": dims[m] for m in MODALITIES},
+        "fused_dim": sum(dims.values()),
+        "norm_tolerance": settings.norm_tolerance,
+        "max_duration_s": settings.max_duration_s,
+        "max_image_pixels": settings.max_image_pixels,
+        "max_video_frames": settings.max_video_frames,
+        "max_text_chars": Limits.max_text_chars,
+        "sample_rates": settings.sample_rates,
+        "max_channels": settings.max_channels,
+        "min_fps": settings.min_fps,
+        "max_fps": settings.max_fps,
+    }
 
 
 @task(name="discover-objects", retries=2, retry_delay_seconds=5)
@@ -67,27 +119,91 @@ def extract_features(
         return extract_batch(modality, refs, models, limits, flow_run_id, mapper=mapper)
 
 
-@task(name="land-batch")
-def land_batch(lake_path: str, result: BatchResult, part: str) -> None:
-    """Write a batch's rows; the objects part goes last, marking the batch as done."""
-    if result.modality in MODALITIES:
-        lake.write_part(lake_path, feature_table(result.modality), result.features, part)
-    lake.write_part(lake_path, "quarantine", result.quarantine, part)
-    lake.write_part(lake_path, "objects", result.objects, part)
+@task(name="validate-table")
+def validate_rows(
+    table: str, frame: pl.DataFrame, params: dict[str, Any], policy: str
+) -> Validation:
+    """The quality gate: run the table's suite and publish the result as an artifact."""
+    validation = validate_table(table, frame, params, policy)
+    create_markdown_artifact(
+        key=f"braid-quality-{table.replace('_', '-')}",
+        markdown=to_markdown(validation),
+        description=f"Great Expectations validation of {table}",
+    )
+    return validation
+
+
+@task(name="land-table")
+def land_table(
+    lake_path: str, modality: str, results: list[BatchResult], validation: Validation, run_id: str
+) -> Counter[str]:
+    """Land a modality's validated rows, its quarantine and its objects (the objects part last)."""
+    quarantine = [r.quarantine for r in results]
+    objects = pl.concat([r.objects for r in results])
+    if validation.blocks_landing:
+        # Nothing of the table lands; its good objects stay unknown, so the next run retries them.
+        features = validation.passed
+        objects = objects.filter(pl.col("status") == "quarantined")
+    else:
+        features = validation.passed
+        if validation.policy == "quarantine" and not validation.failed.is_empty():
+            failed = validation.failed
+            quarantine.append(validation_rejects(failed, run_id))
+            objects = objects.with_columns(
+                status=pl.when(pl.col("object_id").is_in(failed["object_id"].implode()))
+                .then(pl.lit("quarantined"))
+                .otherwise(pl.col("status"))
+            )
+    quarantined = pl.concat(quarantine)
+    part = f"{run_id}-{modality}"
+    lake.write_part(lake_path, feature_table(modality), features, part)
+    lake.write_part(lake_path, "quarantine", quarantined, part)
+    lake.write_part(lake_path, "validations", results_frame(validation, run_id), part)
+    lake.write_part(lake_path, "objects", objects, part)
+    return Counter(landed=features.height, quarantined=quarantined.height)
+
+
+@task(name="land-rejections")
+def land_rejections(lake_path: str, found: Discovery, run_id: str) -> Counter[str]:
+    """Land what discovery refused (empty, unknown, mislabelled) straight to quarantine."""
+    if not found.rejected:
+        return Counter()
+    result = rejected_at_discovery(found.rejected, run_id)
+    lake.write_part(lake_path, "quarantine", result.quarantine, f"{run_id}-discover")
+    lake.write_part(lake_path, "objects", result.objects, f"{run_id}-discover")
+    return Counter(item["modality"] for item in found.rejected)
 
 
 @task(name="fuse-samples")
-def fuse_samples(lake_path: str, sample_ids: list[str], models: Models, flow_run_id: str) -> int:
-    """Re-fuse every sample that gained objects in this run; returns how many were fused."""
-    if not sample_ids:
-        return 0
+def fuse_samples(
+    lake_path: str, sample_ids: list[str], models: Models, dims: dict[str, int], run_id: str
+) -> pl.DataFrame:
+    """Fuse every sample that gained objects in this run from all its landed embeddings."""
     model_ids = {m: model_id_for(m, models) for m in MODALITIES}
-    slot_dims = {m: embedding_dim(m, models) for m in MODALITIES}
     with lake.connect(lake_path, TABLES) as con:
         embeddings = fuse.load_sample_embeddings(con, sample_ids, model_ids)
-    fused = fuse.fuse_samples(embeddings, slot_dims, model_ids, flow_run_id)
-    lake.write_part(lake_path, "fused", fused, flow_run_id)
-    return fused.height
+    return fuse.fuse_samples(embeddings, dims, model_ids, run_id)
+
+
+@task(name="land-fused")
+def land_fused(lake_path: str, validation: Validation, run_id: str) -> int:
+    """Land the fused rows that passed; failing samples go to quarantine under their sample id."""
+    lake.write_part(lake_path, "fused", validation.passed, run_id)
+    if validation.policy == "quarantine" and not validation.failed.is_empty():
+        lake.write_part(
+            lake_path,
+            "quarantine",
+            validation_rejects(validation.failed, run_id),
+            f"{run_id}-fused",
+        )
+    lake.write_part(lake_path, "validations", results_frame(validation, run_id), f"{run_id}-fused")
+    return validation.passed.height
+
+
+@task(name="build-quality-docs")
+def build_quality_docs(lake_path: str) -> str:
+    """Write Great Expectations Data Docs for this run's validations under the lake."""
+    return str(build_docs(Path(lake_path) / QUALITY_DOCS))
 
 
 @task(name="refresh-catalog")
@@ -116,7 +232,7 @@ def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
     n_workers = workers or max(1, min(4, cores))
     # Local worker processes inherit these: they report task runs to this run's API
     # (rather than each starting an embedded server of its own) and size torch's pool.
-    os.environ.setdefault("PREFECT_API_URL", get_client(sync_client=True).api_url.__str__())
+    os.environ.setdefault("PREFECT_API_URL", str(get_client(sync_client=True).api_url))
     os.environ.setdefault("BRAID_TORCH_THREADS", str(max(1, cores // n_workers)))
     logging.getLogger("distributed").setLevel(logging.WARNING)
     return DaskTaskRunner(
@@ -132,30 +248,78 @@ def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
 
 @flow(name="extract-modalities")
 def extract_modalities(
-    batches: list[tuple[str, list[ObjectRef]]],
-    models: Models,
-    limits: Limits,
-    lake_path: str,
-    flow_run_id: str,
-) -> dict[str, Counter[str]]:
-    """Run every batch on the Dask cluster and land each one as it finishes."""
+    batches: list[tuple[str, list[ObjectRef]]], models: Models, limits: Limits, flow_run_id: str
+) -> dict[str, list[BatchResult]]:
+    """Run every batch on the Dask cluster; results come back grouped by modality."""
     logger = get_run_logger()
-    futures = {
-        extract_features.submit(modality, refs, models, limits, flow_run_id): index
-        for index, (modality, refs) in enumerate(batches)
-    }
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for done, future in enumerate(as_completed(list(futures)), start=1):
+    futures = [
+        extract_features.submit(modality, refs, models, limits, flow_run_id)
+        for modality, refs in batches
+    ]
+    results: dict[str, list[BatchResult]] = defaultdict(list)
+    for done, future in enumerate(as_completed(futures), start=1):
         result = future.result()
-        index = futures[future]
-        land_batch(lake_path, result, f"{flow_run_id}-{result.modality}-{index:05d}")
-        counts[result.modality]["landed"] += result.landed
-        counts[result.modality]["quarantined"] += result.quarantined
+        results[result.modality].append(result)
         logger.info(
-            "batch %d/%d (%s): %d landed, %d quarantined",
+            "batch %d/%d (%s): %d extracted, %d quarantined",
             done, len(batches), result.modality, result.landed, result.quarantined,
         )  # fmt: skip
-    return counts
+    return dict(results)
+
+
+def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str, Any]:
+    """Extract, validate, land and fuse what discovery found; the body both flows share."""
+    models, limits = models_of(settings), limits_of(settings)
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for modality, n in land_rejections(settings.lake, found, run_id).items():
+        counts[modality]["quarantined"] += n
+    batches = plan_batches(found.new, settings.batch_size)
+    validations: list[Validation] = []
+    dims: dict[str, int] = {}
+    if batches:
+        dims = {m: embedding_dim(m, models) for m in MODALITIES}
+        params = quality_params(settings, dims)
+        runner = dask_runner(settings.dask_address, settings.dask_workers)
+        extracted = extract_modalities.with_options(task_runner=runner)(
+            batches, models, limits, run_id
+        )
+        for modality, results in sorted(extracted.items()):
+            table = feature_table(modality)
+            frame = pl.concat([r.features for r in results])
+            validation = validate_rows(table, frame, params, settings.policy_for(table))
+            validations.append(validation)
+            counts[modality].update(
+                land_table(settings.lake, modality, results, validation, run_id)
+            )
+    fused = 0
+    samples = sorted({ref.sample_id for ref in found.new})
+    if samples and dims:
+        rows = fuse_samples(settings.lake, samples, models, dims, run_id)
+        validation = validate_rows(
+            "fused", rows, quality_params(settings, dims), settings.policy_for("fused")
+        )
+        validations.append(validation)
+        fused = land_fused(settings.lake, validation, run_id)
+    docs = build_quality_docs(settings.lake) if validations else None
+    catalog = refresh_catalog(settings.lake)
+    blocked = [v for v in validations if v.blocks_landing]
+    if blocked:
+        raise QualityGateFailed(
+            "quality gate failed (policy fail), nothing landed for: "
+            + "; ".join(f"{v.table}: {v.failed.height} failing rows" for v in blocked)
+        )
+    return {
+        "flow_run_id": run_id,
+        "lake": settings.lake,
+        "catalog": catalog,
+        "quality_docs": docs,
+        "new": len(found.new) + len(found.rejected),
+        "known": found.known,
+        "duplicates": found.duplicates,
+        "modalities": {m: dict(c) for m, c in sorted(counts.items())},
+        "validations": {v.table: round(v.success_percent, 1) for v in validations},
+        "samples_fused": fused,
+    }
 
 
 @flow(name="braid-pipeline")
@@ -169,48 +333,80 @@ def pipeline(
     batch_size: int | None = None,
     dask_address: str | None = None,
     dask_workers: int | None = None,
+    quality_policy: str | None = None,
+    quality_policies: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Turn what is new under ``source`` into validated feature tables, fused per sample."""
     started = time.perf_counter()
-    settings: BraidSettings = resolve_settings(
-        settings_block,
-        lake=lake_path,
-        text_model=text_model,
-        image_model=image_model,
-        audio_model=audio_model,
-        batch_size=batch_size,
-        dask_address=dask_address,
-        dask_workers=dask_workers,
-    )
+    settings = resolve_settings(
+        settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
+        audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
+        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
+    )  # fmt: skip
     run_id = str(flow_run.id or "local")
-    models, limits = settings.models(), settings.limits()
-    found = discover_objects(source, settings.lake, limits)
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    if found.rejected:
-        land_batch(
-            settings.lake, rejected_at_discovery(found.rejected, run_id), f"{run_id}-discover"
+    found = discover_objects(source, settings.lake, limits_of(settings))
+    summary = process(found, settings, run_id)
+    return {**summary, "seconds": round(time.perf_counter() - started, 2)}
+
+
+@flow(name="braid-redrive")
+def redrive(
+    lake_path: str | None = None,
+    stage: str | None = None,
+    reason: str | None = None,
+    object_id: str | None = None,
+    settings_block: str | None = None,
+    text_model: str | None = None,
+    image_model: str | None = None,
+    audio_model: str | None = None,
+    batch_size: int | None = None,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    quality_policy: str | None = None,
+    quality_policies: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Re-process quarantined objects (after a fix, a new limit or a new model).
+
+    Objects that land leave quarantine; what fails again stays there with its new
+    reason. An object whose bytes changed since is processed as the new object it is,
+    and the old version is marked ``superseded``.
+    """
+    started = time.perf_counter()
+    settings = resolve_settings(
+        settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
+        audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
+        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
+    )  # fmt: skip
+    run_id = str(flow_run.id or "local")
+    chosen = quarantined_objects(settings.lake, stage=stage, reason=reason, object_id=object_id)
+    found = Discovery()
+    superseded = []
+    for row in chosen.iter_rows(named=True):
+        try:
+            size = object_size(row["uri"])
+        except OSError:
+            size = 0  # gone: inspect_object quarantines it again, as unreadable
+        filed = inspect_object(
+            found, row["uri"], size, row["sample_id"], set(), limits_of(settings)
         )
-        for item in found.rejected:
-            counts[item["modality"]]["quarantined"] += 1
-    batches = plan_batches(found.new, settings.batch_size)
-    if batches:
-        runner = dask_runner(settings.dask_address, settings.dask_workers)
-        extracted = extract_modalities.with_options(task_runner=runner)(
-            batches, models, limits, settings.lake, run_id
-        )
-        for modality, counter in extracted.items():
-            counts[modality].update(counter)
-    samples = sorted({ref.sample_id for ref in found.new})
-    fused = fuse_samples(settings.lake, samples, models, run_id)
-    catalog = refresh_catalog(settings.lake)
+        if filed is not None and filed != row["object_id"]:
+            superseded.append({**row, "status": "superseded"})
+    if superseded:
+        _land_superseded(settings.lake, superseded, run_id)
+    summary = process(found, settings, run_id)
     return {
-        "flow_run_id": run_id,
-        "lake": settings.lake,
-        "catalog": catalog,
-        "new": len(found.new) + len(found.rejected),
-        "known": found.known,
-        "duplicates": found.duplicates,
-        "modalities": {m: dict(c) for m, c in sorted(counts.items())},
-        "samples_fused": fused,
+        **summary,
+        "redriven": chosen.height,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _land_superseded(lake_path: str, rows: list[dict[str, Any]], run_id: str) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    frame = rows_frame(
+        [{**r, "discovered_at": now, "flow_run_id": run_id, "landed_at": now} for r in rows],
+        OBJECTS,
+    )
+    lake.write_part(lake_path, "objects", frame, f"{run_id}-superseded")

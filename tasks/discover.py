@@ -48,6 +48,7 @@ class Discovery:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     known: int = 0
     duplicates: int = 0
+    seen: set[str] = field(default_factory=set)
 
 
 def sniff_modality(head: bytes, name: str) -> tuple[str, str]:
@@ -148,59 +149,61 @@ def hash_and_head(uri: str) -> tuple[str, bytes, int]:
 
 def discover(source: str, known: set[str], limits: Limits) -> Discovery:
     """List a source and sort each object into new, known (skipped) or rejected."""
-    now = datetime.now(UTC)
     found = Discovery()
-    seen: set[str] = set()
     root = source_root(source)
     for uri, listed_size in iter_files(root):
-        sample_id = sample_id_for(uri, root)
-        hint = EXTENSION_HINTS.get(PurePosixPath(uri).suffix.lower(), "unknown")
-        base = {"uri": uri, "sample_id": sample_id, "discovered_at": now}
-        if _uri_id(uri, listed_size) in known:
-            found.known += 1
-            continue
-        if listed_size > limits.max_object_bytes:
-            found.rejected.append(
-                {
-                    **base,
-                    "object_id": _uri_id(uri, listed_size),
-                    "modality": hint,
-                    "media_type": None,
-                    "size_bytes": listed_size,
-                    "stage": "discover",
-                    "reason": f"object is {listed_size} bytes, over the limit of "
-                    f"{limits.max_object_bytes} (max_object_bytes)",
-                }
-            )
-            continue
-        try:
-            object_id, head, size = hash_and_head(uri)
-        except OSError as exc:
-            found.rejected.append(
-                {**base, "object_id": _uri_id(uri, listed_size), "modality": hint,
-                 "media_type": None, "size_bytes": listed_size, "stage": "discover",
-                 "reason": f"unreadable: {reason_for(exc)}"}
-            )  # fmt: skip
-            continue
-        if object_id in known:
-            found.known += 1
-            continue
-        if object_id in seen:
-            found.duplicates += 1  # identical bytes under another name: one object
-            continue
-        seen.add(object_id)
-        try:
-            if size == 0:
-                raise Rejected("discover", "empty object (0 bytes)")
-            modality, media_type = sniff_modality(head, uri)
-        except Rejected as rejection:
-            found.rejected.append(
-                {**base, "object_id": object_id, "modality": hint, "media_type": None,
-                 "size_bytes": size, "stage": rejection.stage, "reason": rejection.reason}
-            )  # fmt: skip
-            continue
-        found.new.append(ObjectRef(object_id, uri, sample_id, modality, media_type, size))
+        inspect_object(found, uri, listed_size, sample_id_for(uri, root), known, limits)
     return found
+
+
+def inspect_object(
+    found: Discovery, uri: str, listed_size: int, sample_id: str, known: set[str], limits: Limits
+) -> str | None:
+    """Hash and sniff one object and file it under ``found``: new, known, duplicate or rejected.
+
+    Returns the id it was filed under as new or rejected; None when known or a duplicate.
+    """
+    hint = EXTENSION_HINTS.get(PurePosixPath(uri).suffix.lower(), "unknown")
+    base = {"uri": uri, "sample_id": sample_id, "discovered_at": datetime.now(UTC)}
+    if _uri_id(uri, listed_size) in known:
+        found.known += 1
+        return None
+    if listed_size > limits.max_object_bytes:
+        found.rejected.append(
+            {**base, "object_id": _uri_id(uri, listed_size), "modality": hint,
+             "media_type": None, "size_bytes": listed_size, "stage": "discover",
+             "reason": f"object is {listed_size} bytes, over the limit of "
+                       f"{limits.max_object_bytes} (max_object_bytes)"}
+        )  # fmt: skip
+        return _uri_id(uri, listed_size)
+    try:
+        object_id, head, size = hash_and_head(uri)
+    except OSError as exc:
+        found.rejected.append(
+            {**base, "object_id": _uri_id(uri, listed_size), "modality": hint,
+             "media_type": None, "size_bytes": listed_size, "stage": "discover",
+             "reason": f"unreadable: {reason_for(exc)}"}
+        )  # fmt: skip
+        return _uri_id(uri, listed_size)
+    if object_id in known:
+        found.known += 1
+        return None
+    if object_id in found.seen:
+        found.duplicates += 1  # identical bytes under another name: one object
+        return None
+    found.seen.add(object_id)
+    try:
+        if size == 0:
+            raise Rejected("discover", "empty object (0 bytes)")
+        modality, media_type = sniff_modality(head, uri)
+    except Rejected as rejection:
+        found.rejected.append(
+            {**base, "object_id": object_id, "modality": hint, "media_type": None,
+             "size_bytes": size, "stage": rejection.stage, "reason": rejection.reason}
+        )  # fmt: skip
+        return object_id
+    found.new.append(ObjectRef(object_id, uri, sample_id, modality, media_type, size))
+    return object_id
 
 
 def _uri_id(uri: str, size: int) -> str:

@@ -179,6 +179,7 @@ def extract_batch(
         row: dict[str, Any] = {
             "object_id": ref.object_id,
             "sample_id": ref.sample_id,
+            "modality": modality,
             "uri": ref.uri,
             "media_type": ref.media_type,
             "size_bytes": ref.size,
@@ -256,4 +257,32 @@ def rejected_at_discovery(rejected: list[dict[str, Any]], flow_run_id: str) -> B
         features=pl.DataFrame(),
         quarantine=rows_frame(quarantine, QUARANTINE),
         objects=rows_frame(objects, OBJECTS),
+    )
+
+
+def validation_rejects(failed: pl.DataFrame, flow_run_id: str) -> pl.DataFrame:
+    """Quarantine rows for rows that failed validation; a fused row is filed under its sample."""
+    now = datetime.now(UTC)
+    if "object_id" in failed.columns:
+        ids = failed.select("object_id", "uri", "sample_id", "modality", "reason")
+    else:
+        ids = failed.select(
+            ("fused:" + pl.col("sample_id")).alias("object_id"),
+            pl.lit("").alias("uri"),
+            "sample_id",
+            pl.lit("fused").alias("modality"),
+            "reason",
+        )
+    return rows_frame(
+        (
+            {
+                **row,
+                "stage": "validate",
+                "quarantined_at": now,
+                "flow_run_id": flow_run_id,
+                "landed_at": now,
+            }
+            for row in ids.iter_rows(named=True)
+        ),
+        QUARANTINE,
     )

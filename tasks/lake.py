@@ -100,10 +100,13 @@ def create_views(
             if dim is not None:
                 replace = f" REPLACE (embedding::FLOAT[{dim}] AS embedding)"
         con.execute(f"DROP TABLE IF EXISTS {table}")
-        con.execute(
-            f"CREATE OR REPLACE VIEW {table} AS SELECT *{replace} FROM {source} "
+        latest = (
+            f"SELECT *{replace} FROM {source} "
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY landed_at DESC) = 1"
         )
+        if spec.where:
+            latest = f"SELECT * FROM ({latest}) AS q WHERE {spec.where}"
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS {latest}")
         created.append(table)
     return created
 

@@ -55,3 +55,43 @@ def search_text(
             """,
             params={"query": vector.tolist(), "model_id": model_id, "k": k},
         ).pl()
+
+
+def quarantined_objects(
+    lake_path: str | Path,
+    stage: str | None = None,
+    reason: str | None = None,
+    object_id: str | None = None,
+) -> pl.DataFrame:
+    """Quarantined objects matching every given filter (``reason`` is a case-insensitive substring)."""
+    with connect(lake_path) as con:
+        return con.sql(
+            """
+            SELECT object_id, uri, sample_id, modality, stage, reason
+            FROM quarantine
+            WHERE modality <> 'fused'
+              AND ($stage IS NULL OR stage = $stage)
+              AND ($reason IS NULL OR reason ILIKE '%' || $reason || '%')
+              AND ($object_id IS NULL OR object_id = $object_id)
+            ORDER BY uri
+            """,
+            params={"stage": stage, "reason": reason, "object_id": object_id},
+        ).pl()
+
+
+def last_validations(lake_path: str | Path) -> pl.DataFrame:
+    """Each table's most recent validation: expectations met, rows checked, failing rows."""
+    with connect(lake_path) as con:
+        return con.sql(
+            """
+            WITH latest AS (
+                SELECT table_name, max(validated_at) AS validated_at FROM validations GROUP BY ALL
+            )
+            SELECT v.table_name, any_value(v.policy) AS policy, v.validated_at,
+                   round(100 * avg(v.success::INT), 1) AS success_percent,
+                   max(v.element_count) AS rows_checked,
+                   string_agg(CASE WHEN NOT v.success THEN v.expectation END, ', ') AS failed_expectations
+            FROM validations AS v JOIN latest USING (table_name, validated_at)
+            GROUP BY ALL ORDER BY v.table_name
+            """
+        ).pl()

@@ -62,3 +62,11 @@ def read_bytes(uri: str) -> bytes:
     """The whole content of an object."""
     with open_binary(uri) as handle:
         return handle.read()
+
+
+def object_size(uri: str) -> int:
+    """The size of one object in bytes; raises OSError when it is gone."""
+    if "://" not in uri:
+        return os.path.getsize(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
+    return int(fs.size(path))

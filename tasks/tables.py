@@ -21,6 +21,7 @@ LINEAGE: dict[str, pl.DataType] = {
 IDENTITY: dict[str, pl.DataType] = {
     "object_id": pl.String(),
     "sample_id": pl.String(),
+    "modality": pl.String(),
     "uri": pl.String(),
     "media_type": pl.String(),
     "size_bytes": pl.Int64(),
@@ -49,7 +50,7 @@ QUARANTINE: dict[str, pl.DataType] = {
     "uri": pl.String(),
     "sample_id": pl.String(),
     "modality": pl.String(),
-    "stage": pl.String(),  # discover | sniff | decode | embed
+    "stage": pl.String(),  # discover | sniff | read | decode | embed | validate
     "reason": pl.String(),
     "quarantined_at": pl.Datetime("us", "UTC"),
     **LINEAGE,
@@ -77,12 +78,25 @@ FEATURE_COLUMNS: dict[str, dict[str, pl.DataType]] = {
 }
 
 
+VALIDATIONS: dict[str, pl.DataType] = {
+    "table_name": pl.String(),
+    "expectation": pl.String(),
+    "success": pl.Boolean(),
+    "element_count": pl.Int64(),
+    "unexpected_count": pl.Int64(),
+    "policy": pl.String(),
+    "validated_at": pl.Datetime("us", "UTC"),
+    **LINEAGE,
+}
+
+
 @dataclass(frozen=True)
 class Table:
-    """A table's columns and the key its view keeps unique."""
+    """A table's columns, the key its view keeps unique, and an optional filter for the view."""
 
     schema: dict[str, pl.DataType]
     key: tuple[str, ...]
+    where: str | None = None
 
 
 def feature_table(modality: str) -> str:
@@ -92,7 +106,6 @@ def feature_table(modality: str) -> str:
 
 TABLES: dict[str, Table] = {
     "objects": Table(OBJECTS, ("object_id",)),
-    "quarantine": Table(QUARANTINE, ("object_id", "stage")),
     **{
         feature_table(m): Table(
             {**IDENTITY, **FEATURE_COLUMNS[m], **EMBEDDING, **LINEAGE}, ("object_id", "model_id")
@@ -100,4 +113,18 @@ TABLES: dict[str, Table] = {
         for m in MODALITIES
     },
     "fused": Table(FUSED, ("sample_id",)),
+    # Created after objects and fused, whose views it reads. One current reason per
+    # object: an object that landed (or was replaced) since it was quarantined leaves
+    # quarantine, as does a sample fused since its fusion failed. History stays in Parquet.
+    "quarantine": Table(
+        QUARANTINE,
+        ("object_id",),
+        where=(
+            "NOT EXISTS (SELECT 1 FROM objects AS o WHERE o.object_id = q.object_id"
+            " AND o.status IN ('landed', 'superseded') AND o.landed_at > q.landed_at)"
+            " AND NOT EXISTS (SELECT 1 FROM fused AS f WHERE q.modality = 'fused'"
+            " AND f.sample_id = q.sample_id AND f.landed_at > q.landed_at)"
+        ),
+    ),
+    "validations": Table(VALIDATIONS, ("flow_run_id", "table_name", "expectation")),
 }
