@@ -37,6 +37,8 @@ class ColumnValuesUnitVector(ColumnMapMetricProvider):
 
     condition_metric_name = "column_values.unit_vector"
     condition_value_keys = ("dimension", "tolerance")
+    # GX skips nulls in map metrics by default; a missing embedding is not a unit vector.
+    filter_column_isnull = False
 
     @column_condition_partial(engine=PandasExecutionEngine)
     def _pandas(
@@ -57,3 +59,18 @@ class ExpectColumnValuesToBeUnitVectors(ColumnMapExpectation):
 
     map_metric: ClassVar[str] = "column_values.unit_vector"
     success_keys: ClassVar[tuple[str, ...]] = ("dimension", "tolerance", "mostly")
+
+    def _validate(
+        self,
+        metrics: dict[str, Any],
+        runtime_configuration: dict[str, Any] | None = None,
+        execution_engine: Any = None,
+    ) -> Any:
+        # GX counts success over non-null values, so an all-null column would pass
+        # vacuously; a null embedding is a failure, so count over every row.
+        outcome = super()._validate(metrics, runtime_configuration, execution_engine)
+        total = metrics.get("table.row_count") or 0
+        unexpected = metrics.get(f"{self.map_metric}.unexpected_count") or 0
+        if total:
+            outcome["success"] = (total - unexpected) / total >= self._get_success_kwarg("mostly")
+        return outcome

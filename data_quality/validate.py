@@ -71,15 +71,19 @@ def derive_qc_columns(table: str, frame: pl.DataFrame) -> pl.DataFrame:
         filled = [pl.col(f"{m}_embedding").is_not_null() for m in MODALITIES]
         flags = [pl.col(f"has_{m}") for m in MODALITIES]
         listed = [pl.col("modalities").list.contains(pl.lit(m)) for m in MODALITIES]
+        # A null list or flag must fail, not be skipped: GX ignores nulls in these checks.
         columns += [
-            pl.col("modalities").list.len().alias("_qc_modality_count"),
+            pl.col("modalities").list.len().fill_null(0).alias("_qc_modality_count"),
             pl.col("modalities")
             .list.eval(pl.element().is_in(list(MODALITIES)))
             .list.all()
+            .fill_null(False)
             .alias("_qc_modalities_known"),
             pl.all_horizontal(
                 [(f == e) & (f == s) for f, e, s in zip(flags, filled, listed, strict=True)]
-            ).alias("_qc_presence_consistent"),
+            )
+            .fill_null(False)
+            .alias("_qc_presence_consistent"),
         ]
     return frame.with_columns(columns)
 
