@@ -24,3 +24,17 @@ def prefect_api() -> Iterator[str]:
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.fixture(scope="session")
+def dask_address(prefect_api: str) -> Iterator[str]:
+    """A Dask cluster shared by flow tests, passed by address as a user's existing cluster would be.
+
+    Started after the Prefect API so its worker processes inherit PREFECT_API_URL.
+    """
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
