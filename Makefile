@@ -40,6 +40,7 @@ demo: venv ## make sample data, run the whole pipeline, print a SQL summary
 	  "select modality, status, count(*) as objects from objects group by all order by all"
 	$(BIN)/braid sql --lake $(LAKE) \
 	  "select stage, reason, count(*) as objects from quarantine group by all order by all"
+	$(BIN)/braid quality --lake $(LAKE)
 	$(BIN)/braid search --lake $(LAKE) -k 3 "a cat lying down"
 
 test: venv ## run the whole test suite (unit, flow and end-to-end)
