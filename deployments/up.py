@@ -1,0 +1,178 @@
+"""`braid up` / `braid down`: the local event-driven stack in one command.
+
+Starts, in order: a Prefect server on 127.0.0.1 (SQLite under the stack's home, or the
+PostgreSQL database given), the local process work pool, the deployments of
+prefect.yaml (`prefect deploy --all`), a worker, and the folder watcher. Every process
+it starts is recorded (pid and command) in ``<home>/up.json``; Ctrl-C, or `braid down`
+from another shell, stops exactly those, the worker with SIGINT as Prefect expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WORK_POOL = "braid-process"
+STATE_FILE = "up.json"
+
+
+@dataclass
+class Stack:
+    """Where the stack lives and how to reach it."""
+
+    home: Path
+    landing: Path
+    lake: Path
+    port: int
+    database_url: str | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every process of the stack runs with."""
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "GX_ANALYTICS_ENABLED": "false",
+            # Workers and runners poll every 10 s by default: too slow for files landing now.
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "BRAID_LAKE": str(self.lake),
+            "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step runs flows from the project root
+        }
+        if self.database_url:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.database_url
+        return env
+
+
+def _log(stack: Stack, name: str) -> object:
+    logs = stack.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return (logs / f"{name}.log").open("ab")
+
+
+def _start(stack: Stack, name: str, args: list[str], started: dict[str, dict[str, object]]) -> subprocess.Popen[bytes]:
+    log = _log(stack, name)
+    process = subprocess.Popen(
+        args, cwd=PROJECT_ROOT, env=stack.env(), stdout=log, stderr=subprocess.STDOUT,  # type: ignore[arg-type]
+        start_new_session=True,  # Ctrl-C in this terminal reaches us; we stop children ourselves
+    )  # fmt: skip
+    started[name] = {"pid": process.pid, "args": args}
+    _save(stack, started)
+    return process
+
+
+def _save(stack: Stack, started: dict[str, dict[str, object]]) -> None:
+    (stack.home / STATE_FILE).write_text(json.dumps({"api_url": stack.api_url, "processes": started}, indent=2))
+
+
+def _prefect(*args: str) -> list[str]:
+    return [sys.executable, "-m", "prefect", *args]
+
+
+def wait_for_api(url: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until the Prefect API answers its health check."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"the Prefect API at {url} did not answer within {timeout:.0f} s")
+
+
+def _run(stack: Stack, name: str, args: list[str]) -> None:
+    """Run a setup command to completion; fail with its log's tail if it fails."""
+    result = subprocess.run(args, cwd=PROJECT_ROOT, env=stack.env(), capture_output=True, text=True)
+    with _log(stack, name) as log:  # type: ignore[attr-defined]
+        log.write((result.stdout + result.stderr).encode())
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+        raise RuntimeError(f"`{' '.join(args[2:])}` failed: " + " | ".join(tail))
+
+
+def up(stack: Stack) -> dict[str, dict[str, object]]:
+    """Start the whole stack and return what was started (also written to up.json)."""
+    for folder in (stack.home, stack.landing, stack.lake):
+        folder.mkdir(parents=True, exist_ok=True)
+    started: dict[str, dict[str, object]] = {}
+    try:
+        server = _start(stack, "server", _prefect("server", "start", "--host", "127.0.0.1",
+                                                  "--port", str(stack.port)), started)  # fmt: skip
+        wait_for_api(stack.api_url, process=server)
+        _run(stack, "work-pool", _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"))
+        _run(stack, "deploy", _prefect("--no-prompt", "deploy", "--all"))
+        _start(stack, "worker", _prefect("worker", "start", "--pool", WORK_POOL, "--type", "process"), started)
+        _start(stack, "watcher", [sys.executable, "-m", "deployments.cli", "watch", str(stack.landing)], started)
+    except BaseException:
+        stop(started)
+        (stack.home / STATE_FILE).unlink(missing_ok=True)
+        raise
+    return started
+
+
+def stop(started: dict[str, dict[str, object]], timeout: float = 20.0) -> list[str]:
+    """Stop the recorded processes, newest first: SIGINT (a worker's clean stop), then SIGKILL."""
+    stopped = []
+    for name, info in reversed(list(started.items())):
+        pid = int(info["pid"])  # type: ignore[call-overload]
+        try:
+            os.killpg(pid, signal.SIGINT if name == "worker" else signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        stopped.append(name)
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child (braid down from another shell): ask the kernel
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def down(home: Path) -> list[str]:
+    """Stop a stack started by `braid up` with this home; returns what was stopped."""
+    state = home / STATE_FILE
+    if not state.exists():
+        raise FileNotFoundError(f"no running stack recorded in {state}")
+    started = json.loads(state.read_text())["processes"]
+    stopped = stop(started)
+    state.unlink(missing_ok=True)
+    return stopped

@@ -1,0 +1,172 @@
+"""The event-driven stack for real: `braid up` (Prefect server, deployments from prefect.yaml,
+a process worker, the folder watcher), files dropped into the landing folder, `braid down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tasks.lake import CATALOG_FILE
+
+pytestmark = pytest.mark.integration
+
+DEBOUNCE_S = 10  # prefect.yaml: within and schedule_after
+STORM_EVENTS = 200
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drop(sample: Path, landing: Path) -> None:
+    """Copy a sample folder the way uploaders do: a partial name first, renamed when complete."""
+    target = landing / sample.name
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(sample.iterdir()):
+        partial = target / f"{path.name}.part"
+        shutil.copy(path, partial)
+        os.replace(partial, target / path.name)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def landed(lake: Path) -> int:
+    if not (lake / CATALOG_FILE).exists():
+        return 0
+    try:
+        with duckdb.connect(str(lake / CATALOG_FILE), read_only=True) as con:
+            return con.execute("SELECT count(*) FROM objects WHERE status = 'landed'").fetchone()[0]
+    except duckdb.Error:
+        return 0  # the catalog is being swapped in
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    home, landing, lake, port = root / "home", root / "landing", root / "lake", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "up", "--home", str(home), "--landing",
+         str(landing), "--lake", str(lake), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Prefect UI:"):
+            break
+    if not any(line.startswith("Prefect UI:") for line in lines):
+        process.kill()
+        raise AssertionError("braid up did not come up:\n" + "".join(lines))
+    state = json.loads((home / "up.json").read_text())
+    yield {"home": home, "landing": landing, "lake": lake, "api": state["api_url"], "state": state}
+    if process.poll() is None:
+        process.terminate()
+        process.wait(60)
+
+
+def flow_runs(api: str, deployment: str) -> list:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with SyncPrefectClient(api) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment]))
+        )
+
+
+def test_a_file_dropped_into_landing_is_queryable(stack, sample_dir: Path) -> None:
+    drop(sample_dir / "sample-0000", stack["landing"])
+    wait_for(lambda: landed(stack["lake"]) == 5, 240, "sample-0000's five objects to land")
+    runs = flow_runs(stack["api"], "ingest")
+    assert runs and all(r.state.is_completed() for r in runs if r.state.is_final())
+    with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
+        uris = [r[0] for r in con.execute("SELECT uri FROM objects ORDER BY uri").fetchall()]
+    assert all(uri.startswith(str(stack["landing"] / "sample-0000")) for uri in uris)
+
+
+def test_an_event_storm_makes_a_bounded_number_of_runs_and_one_row_per_object(
+    stack, sample_dir: Path, monkeypatch
+) -> None:
+    from deployments.events import ObjectCreated, emit_object_created
+
+    wait_for(lambda: landed(stack["lake"]) >= 5, 240, "the first sample to land")
+    before = {r.id for r in flow_runs(stack["api"], "ingest")}
+    drop(sample_dir / "sample-0001", stack["landing"])
+    monkeypatch.setenv("PREFECT_API_URL", stack["api"])
+    started = time.monotonic()
+    files = sorted((stack["landing"] / "sample-0001").iterdir())
+    for i in range(STORM_EVENTS):
+        path = files[i % len(files)]
+        emit_object_created(
+            ObjectCreated(source=str(stack["landing"]), key=f"sample-0001/{path.name}",
+                          size=path.stat().st_size, etag=str(i), folder=str(stack["landing"]))
+        )  # fmt: skip
+    storm_s = time.monotonic() - started
+    wait_for(lambda: landed(stack["lake"]) == 10, 240, "sample-0001 to land")
+    time.sleep(DEBOUNCE_S + 5)  # let any run the storm's tail triggered be created
+    new = [r for r in flow_runs(stack["api"], "ingest") if r.id not in before]
+    # Bound: one run per debounce window the storm (and the watcher's own events) spans, plus one.
+    bound = int(storm_s // DEBOUNCE_S) + 2
+    assert 1 <= len(new) <= bound, (len(new), storm_s)
+    with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT object_id) FROM objects"
+        ).fetchone() == (10, 10)
+        assert con.execute("SELECT count(*) FROM image_features").fetchone() == (2,)
+
+
+def test_ingest_runs_one_at_a_time(stack) -> None:
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(stack["api"]) as client:
+        deployment = client.read_deployment_by_name("braid-pipeline/ingest")
+        automations = client.read_automations()
+    assert deployment.global_concurrency_limit is not None
+    assert deployment.global_concurrency_limit.limit == 1
+    (trigger,) = [a.trigger for a in automations if a.name.startswith("ingest")]
+    assert trigger.within.total_seconds() == DEBOUNCE_S
+    assert trigger.match.model_dump() == {"prefect.resource.id": "braid.object.*"}
+
+
+def test_braid_down_stops_everything_it_started(stack) -> None:
+    pids = [info["pid"] for info in stack["state"]["processes"].values()]
+    result = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "down", "--home", str(stack["home"])],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "worker" in result.stdout and "server" in result.stdout
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0  # exited, not reaped
+
+    assert all(gone(pid) for pid in pids)
+    assert not (stack["home"] / "up.json").exists()
