@@ -71,6 +71,48 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
     search.add_argument("--text-model", help="text encoder the lake was built with")
     search.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    bridge = commands.add_parser(
+        "bridge",
+        help="re-emit storage notifications (S3, EventBridge, MinIO; HTTP or SQS) as Prefect events",
+        description=(
+            "Turn storage notifications into braid.object.created events on the Prefect API "
+            "in PREFECT_API_URL. Without --sqs-queue-url: an HTTP endpoint, POST /events, "
+            "for S3 notifications, EventBridge 'Object Created' events (an API destination) "
+            "and MinIO webhooks, authenticated with a shared secret sent as "
+            "'Authorization: Bearer SECRET' or 'X-Braid-Signature: sha256=HMAC_SHA256(SECRET, BODY)'. "
+            "With --sqs-queue-url: consume S3 notifications (bare or through SNS) from SQS "
+            "instead, deleting each message once its events are emitted; add --port to serve "
+            "the HTTP endpoint as well. The secret is needed only for the HTTP endpoint."
+        ),
+    )
+    bridge.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    bridge.add_argument(
+        "--port",
+        type=_port,
+        help="port of the HTTP endpoint (default 8787; with --sqs-queue-url, serve HTTP too)",
+    )
+    bridge.add_argument(
+        "--secret-block",
+        metavar="NAME",
+        help="Prefect Secret block holding the shared secret (default: $BRAID_BRIDGE_SECRET)",
+    )
+    bridge.add_argument(
+        "--max-body",
+        type=_positive,
+        default=1024 * 1024,
+        metavar="BYTES",
+        help="largest notification accepted (default 1 MiB)",
+    )
+    bridge.add_argument("--sqs-queue-url", metavar="URL", help="SQS queue to consume")
+    bridge.add_argument(
+        "--aws-credentials-block",
+        metavar="NAME",
+        help="prefect-aws AwsCredentials block for SQS (default: boto3's usual chain, "
+        "AWS_ENDPOINT_URL and AWS_DEFAULT_REGION included)",
+    )
     return parser
 
 
@@ -126,6 +168,13 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, got {value}")
     return number
 
 
@@ -244,6 +293,62 @@ def cmd_search(args: argparse.Namespace) -> None:
     print_frame(frame, args.format)
 
 
+def cmd_bridge(args: argparse.Namespace) -> None:
+    import logging
+    import signal
+    import threading
+
+    from deployments import bridge
+
+    serve_http = args.sqs_queue_url is None or args.port is not None
+    port = args.port or bridge.DEFAULT_PORT
+    app = None
+    if serve_http:
+        try:
+            app = bridge.make_app(
+                bridge.load_secret(args.secret_block), bridge.emit_confirmed, args.max_body
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+    client = None
+    if args.sqs_queue_url:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            client = bridge.sqs_client(args.aws_credentials_block)
+            client.get_queue_attributes(QueueUrl=args.sqs_queue_url, AttributeNames=["QueueArn"])
+        except (BotoCoreError, ClientError, ValueError) as exc:
+            raise CommandError(f"cannot use SQS queue {args.sqs_queue_url}: {exc}") from exc
+    from prefect.settings import PREFECT_API_URL
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"braid bridge: emitting to {PREFECT_API_URL.value() or 'a temporary local Prefect API'}")
+    stop = threading.Event()
+    # SIGTERM (docker stop, ECS, systemd) ends the bridge cleanly, exit status 0: uvicorn
+    # finishes its requests and then passes the signal on to this handler; the SQS loop
+    # ends after its current poll. Ctrl-C ends it too, reported as an interrupt.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def consume() -> None:
+        bridge.consume_sqs(args.sqs_queue_url, bridge.emit_confirmed, client=client, stop=stop)
+
+    consumer = None
+    if client is not None:
+        print(f"braid bridge: consuming {args.sqs_queue_url}", flush=True)
+        if app is None:
+            consume()
+            return
+        consumer = threading.Thread(target=consume, name="braid-sqs", daemon=True)
+        consumer.start()
+    print(f"braid bridge: POST http://{args.host}:{port}/events", flush=True)
+    try:
+        bridge.serve(app, args.host, port)
+    finally:
+        stop.set()
+        if consumer is not None:
+            consumer.join(timeout=30)
+
+
 def print_frame(frame: Any, fmt: str) -> None:
     import polars as pl
 
@@ -268,6 +373,7 @@ COMMANDS = {
     "quality": cmd_quality,
     "sql": cmd_sql,
     "search": cmd_search,
+    "bridge": cmd_bridge,
 }
 
 
