@@ -60,6 +60,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quality.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
 
+    up = commands.add_parser(
+        "up", help="start a local Prefect server, deployments, a worker and the folder watcher"
+    )
+    up.add_argument("--landing", default="landing", help="folder to watch (default ./landing)")
+    up.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    up.add_argument(
+        "--home", default=".braid", help="state, logs and Prefect home (default ./.braid)"
+    )
+    up.add_argument(
+        "--port", type=_positive, default=4200, help="Prefect server port (default 4200)"
+    )
+    up.add_argument(
+        "--database-url",
+        help="Prefect database, e.g. postgresql+asyncpg://user:pass@host/db (default: SQLite in --home)",
+    )
+
+    down = commands.add_parser("down", help="stop what `braid up` started")
+    down.add_argument("--home", default=".braid", help="the --home given to `braid up`")
+
+    watch = commands.add_parser(
+        "watch", help="emit braid.object.created for files landing in a folder"
+    )
+    watch.add_argument("dir", help="folder to watch")
+    watch.add_argument(
+        "--settle", type=float, default=2.0, help="seconds a file must stay unchanged (default 2)"
+    )
+    watch.add_argument("--interval", type=float, default=0.5, help="seconds between scans")
+
     sql = commands.add_parser("sql", help="run SQL over the lake's tables")
     sql.add_argument("query", help='a SQL statement, e.g. "select * from objects limit 5"')
     sql.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
@@ -270,6 +298,72 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"lake: {summary['lake']}  catalog: {summary['catalog']}")
 
 
+def cmd_up(args: argparse.Namespace) -> None:
+    import signal
+    import threading
+    from pathlib import Path
+
+    from deployments.up import Stack, stop, up
+
+    stack = Stack(
+        home=Path(args.home).resolve(),
+        landing=Path(args.landing).resolve(),
+        lake=Path(args.lake).resolve(),
+        port=args.port,
+        database_url=args.database_url,
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    print(f"starting the Braid stack (logs in {stack.home / 'logs'}) …", flush=True)
+    try:
+        started = up(stack)
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"Prefect UI: {stack.ui_url}", flush=True)
+    print(f"drop files into {stack.landing}; features land in {stack.lake}", flush=True)
+    print("Ctrl-C (or `braid down`) stops everything", flush=True)
+    try:
+        while not stopping.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(started)
+        (stack.home / "up.json").unlink(missing_ok=True)
+        print("stopped", flush=True)
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from deployments.up import down
+
+    try:
+        stopped = down(Path(args.home).resolve())
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
+
+
+def cmd_watch(args: argparse.Namespace) -> None:
+    import logging
+    from pathlib import Path
+
+    from deployments.events import emit_object_created
+    from deployments.watch import FolderWatcher
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise CommandError(f"{args.dir!r} is not a folder")
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CommandError(
+            "PREFECT_API_URL is not set: events need a Prefect server (see `braid up`)"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"watching {folder.resolve()} (settle {args.settle:g} s)", flush=True)
+    FolderWatcher(folder, emit_object_created, settle=args.settle).run(args.interval)
+
+
 def cmd_sql(args: argparse.Namespace) -> None:
     import duckdb
 
@@ -371,6 +465,9 @@ COMMANDS = {
     "run": cmd_run,
     "redrive": cmd_redrive,
     "quality": cmd_quality,
+    "up": cmd_up,
+    "down": cmd_down,
+    "watch": cmd_watch,
     "sql": cmd_sql,
     "search": cmd_search,
     "bridge": cmd_bridge,

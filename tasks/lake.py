@@ -152,3 +152,29 @@ def rows_frame(
     return frame.with_columns(missing).select(
         [pl.col(name).cast(dtype) for name, dtype in schema.items()]
     )
+
+
+STAGED_TABLES = ("features", "quarantine", "objects")
+
+
+def stage_frames(staging: str | Path, part: str, frames: Mapping[str, pl.DataFrame]) -> None:
+    """Write a child run's results for its parent to land: one atomic file per frame.
+
+    Empty frames are written too (with their schema), so the parent can tell an empty
+    result from a missing one.
+    """
+    folder = Path(staging)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        final = folder / f"{part}.{name}.parquet"
+        temporary = folder / f".{part}.{name}.{uuid.uuid4().hex}.tmp"
+        try:
+            frame.write_parquet(temporary)
+            os.replace(temporary, final)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def read_staged(staging: str | Path, part: str, names: Iterable[str]) -> dict[str, pl.DataFrame]:
+    """Read back what ``stage_frames`` wrote; raises FileNotFoundError if the child wrote nothing."""
+    return {name: pl.read_parquet(Path(staging) / f"{part}.{name}.parquet") for name in names}
