@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from deployments.events import EVENT, RESOURCE_PREFIX, ObjectCreated, validate_key
+from deployments.events import ObjectCreated, validate_key
 
 if TYPE_CHECKING:
-    from prefect.events import Event
     from starlette.applications import Starlette
 
 logger = logging.getLogger("braid.bridge")
@@ -159,38 +158,6 @@ def _object(bucket: str, key: str, size: int, etag: str) -> ObjectCreated:
     if size < 0:
         raise NotificationError(f"negative size {size} for {key!r}")
     return ObjectCreated(source=f"s3://{bucket}", key=key, size=size, etag=etag, bucket=bucket)
-
-
-def object_created_event(obj: ObjectCreated) -> Event:
-    """The ``braid.object.created`` event for ``obj``: the one ``emit_object_created`` sends."""
-    from prefect.events import Event
-
-    validate_key(obj.key)
-    return Event(
-        event=EVENT,
-        resource={
-            "prefect.resource.id": f"{RESOURCE_PREFIX}{obj.uri}",
-            "prefect.resource.name": obj.key,
-        },
-        payload=obj.payload(),
-    )
-
-
-def emit_confirmed(obj: ObjectCreated) -> None:
-    """Send ``braid.object.created`` for ``obj``; return only once the Prefect API accepted it.
-
-    Not ``emit_object_created``: Prefect's ``emit_event`` hands the event to a background
-    websocket and never reports a failure, so its caller cannot know the event arrived,
-    and the bridge must know before it acknowledges. ``POST /events`` answers once the API
-    has taken the event, and raises here when it has not (API down, auth refused).
-    """
-    from prefect.client.orchestration import get_client
-
-    event = object_created_event(obj)
-    # A client per call: a fresh client fails at once when the API is down, where a
-    # long-lived one retries for a while, longer than an HTTP sender waits for an answer.
-    with get_client(sync_client=True) as client:
-        client.request("POST", "/events", json=[event.model_dump(mode="json")])
 
 
 def load_secret(block_name: str | None = None) -> str:

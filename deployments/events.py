@@ -10,7 +10,10 @@ triggered by the first event of a burst still sees every object of the burst.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.events import Event
 
 EVENT = "braid.object.created"
 RESOURCE_PREFIX = "braid.object."
@@ -45,12 +48,12 @@ def validate_key(key: str) -> str:
     return key
 
 
-def emit_object_created(obj: ObjectCreated) -> Any:
-    """Emit ``braid.object.created`` for one object to the Prefect API in PREFECT_API_URL."""
-    from prefect.events import emit_event
+def object_created_event(obj: ObjectCreated) -> Event:
+    """The ``braid.object.created`` event for ``obj``."""
+    from prefect.events import Event
 
     validate_key(obj.key)
-    return emit_event(
+    return Event(
         event=EVENT,
         resource={
             "prefect.resource.id": f"{RESOURCE_PREFIX}{obj.uri}",
@@ -58,3 +61,21 @@ def emit_object_created(obj: ObjectCreated) -> Any:
         },
         payload=obj.payload(),
     )
+
+
+def emit_object_created(obj: ObjectCreated) -> None:
+    """Send ``braid.object.created`` for ``obj``; return only once the Prefect API accepted it.
+
+    Not Prefect's ``emit_event``: it hands the event to a background websocket and never
+    reports a failure, so a source could not know the event arrived, and sources must
+    know before they acknowledge (the bridge answers 202, the SQS consumer deletes the
+    message, the watcher marks the file done). ``POST /events`` answers once the API has
+    taken the event, and raises here when it has not (API down, auth refused).
+    """
+    from prefect.client.orchestration import get_client
+
+    event = object_created_event(obj)
+    # A client per call: a fresh client fails at once when the API is down, where a
+    # long-lived one retries for a while, longer than an HTTP sender waits for an answer.
+    with get_client(sync_client=True) as client:
+        client.request("POST", "/events", json=[event.model_dump(mode="json")])

@@ -27,12 +27,11 @@ from deployments.bridge import (
     NotificationError,
     SqsStats,
     consume_sqs,
-    emit_confirmed,
     load_secret,
     make_app,
     parse_notification,
 )
-from deployments.events import ObjectCreated
+from deployments.events import ObjectCreated, emit_object_created
 
 SECRET = "correct horse battery staple"
 MAX_BODY = 4096  # small, so oversized bodies fit in socket buffers and the client reads the 413
@@ -607,7 +606,7 @@ def read_events(resource_id: str, count: int = 1, timeout: float = 15) -> list[A
 @pytest.mark.integration
 def test_bridge_emits_to_the_prefect_api(prefect_api: str) -> None:
     run = uuid.uuid4().hex[:8]
-    with served(make_app(SECRET, emit_confirmed)) as url:
+    with served(make_app(SECRET, emit_object_created)) as url:
         response = httpx.post(
             f"{url}/events", json=s3_notification(key=f"{run}/my+cat.jpg"), headers=bearer()
         )
@@ -625,21 +624,6 @@ def test_bridge_emits_to_the_prefect_api(prefect_api: str) -> None:
         "bucket": "braid-landing",
         "uri": f"s3://braid-landing/{run}/my cat.jpg",
     }
-
-
-@pytest.mark.integration
-def test_confirmed_events_are_the_ones_every_source_emits(prefect_api: str) -> None:
-    from deployments.events import emit_object_created
-
-    obj = ObjectCreated(
-        "s3://braid-landing", f"{uuid.uuid4().hex[:8]}/b.jpg", 7, "e", bucket="braid-landing"
-    )
-    emit_object_created(obj)  # through Prefect's background events worker
-    emit_confirmed(obj)
-    via_worker, confirmed = read_events(f"braid.object.{obj.uri}", count=2)
-    assert via_worker.event == confirmed.event == "braid.object.created"
-    assert via_worker.resource.root == confirmed.resource.root
-    assert via_worker.payload == confirmed.payload == obj.payload()
 
 
 @pytest.mark.integration
@@ -667,7 +651,7 @@ def test_answers_503_when_the_prefect_api_is_down() -> None:
 
     def emit_to_dead_api(obj: ObjectCreated) -> None:
         with temporary_settings({PREFECT_API_URL: dead}):
-            emit_confirmed(obj)
+            emit_object_created(obj)
 
     with served(make_app(SECRET, emit_to_dead_api)) as url:
         response = httpx.post(f"{url}/events", json=s3_notification(), headers=bearer())
