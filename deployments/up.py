@@ -70,7 +70,9 @@ def _log(stack: Stack, name: str) -> object:
     return (logs / f"{name}.log").open("ab")
 
 
-def _start(stack: Stack, name: str, args: list[str], started: dict[str, dict[str, object]]) -> subprocess.Popen[bytes]:
+def _start(
+    stack: Stack, name: str, args: list[str], started: dict[str, dict[str, object]]
+) -> subprocess.Popen[bytes]:
     log = _log(stack, name)
     process = subprocess.Popen(
         args, cwd=PROJECT_ROOT, env=stack.env(), stdout=log, stderr=subprocess.STDOUT,  # type: ignore[arg-type]
@@ -82,14 +84,18 @@ def _start(stack: Stack, name: str, args: list[str], started: dict[str, dict[str
 
 
 def _save(stack: Stack, started: dict[str, dict[str, object]]) -> None:
-    (stack.home / STATE_FILE).write_text(json.dumps({"api_url": stack.api_url, "processes": started}, indent=2))
+    (stack.home / STATE_FILE).write_text(
+        json.dumps({"api_url": stack.api_url, "processes": started}, indent=2)
+    )
 
 
 def _prefect(*args: str) -> list[str]:
     return [sys.executable, "-m", "prefect", *args]
 
 
-def wait_for_api(url: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_api(
+    url: str, timeout: float = 120.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until the Prefect API answers its health check."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -124,10 +130,24 @@ def up(stack: Stack) -> dict[str, dict[str, object]]:
         server = _start(stack, "server", _prefect("server", "start", "--host", "127.0.0.1",
                                                   "--port", str(stack.port)), started)  # fmt: skip
         wait_for_api(stack.api_url, process=server)
-        _run(stack, "work-pool", _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"))
+        _run(
+            stack,
+            "work-pool",
+            _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"),
+        )
         _run(stack, "deploy", _prefect("--no-prompt", "deploy", "--all"))
-        _start(stack, "worker", _prefect("worker", "start", "--pool", WORK_POOL, "--type", "process"), started)
-        _start(stack, "watcher", [sys.executable, "-m", "deployments.cli", "watch", str(stack.landing)], started)
+        _start(
+            stack,
+            "worker",
+            _prefect("worker", "start", "--pool", WORK_POOL, "--type", "process"),
+            started,
+        )
+        _start(
+            stack,
+            "watcher",
+            [sys.executable, "-m", "deployments.cli", "watch", str(stack.landing)],
+            started,
+        )
     except BaseException:
         stop(started)
         (stack.home / STATE_FILE).unlink(missing_ok=True)

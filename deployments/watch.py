@@ -34,7 +34,9 @@ class FolderWatcher:
     emit: Callable[[ObjectCreated], Any]
     settle: float = 2.0
     clock: Callable[[], float] = time.monotonic
-    _seen: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # path → size, mtime, since
+    _seen: dict[str, tuple[int, int, float]] = field(
+        default_factory=dict
+    )  # path → size, mtime, since
     _emitted: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,7 +80,11 @@ class FolderWatcher:
     def _describe(self, path: str, size: int, mtime_ns: int) -> ObjectCreated:
         key = Path(path).relative_to(self.root).as_posix()
         return ObjectCreated(
-            source=str(self.root), key=key, size=size, etag=f"{mtime_ns:x}-{size:x}", folder=str(self.root)
+            source=str(self.root),
+            key=key,
+            size=size,
+            etag=f"{mtime_ns:x}-{size:x}",
+            folder=str(self.root),
         )
 
     def run(self, interval: float = 0.5, stop: threading.Event | None = None) -> None:
