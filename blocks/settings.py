@@ -63,6 +63,15 @@ class BraidSettings(Block):
         ge=1,
         description="Workers of the local Dask cluster; empty sizes it to the machine.",
     )
+    aws_credentials_block: str | None = Field(
+        default=None,
+        description=(
+            "Name of a prefect-aws AwsCredentials block for s3:// sources (its endpoint URL "
+            "serves MinIO and other S3-compatible stores); empty uses the default AWS chain "
+            "(AWS_PROFILE, AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, instance role). Same as "
+            "setting BRAID_AWS_CREDENTIALS_BLOCK."
+        ),
+    )
     max_object_bytes: int = Field(
         default=512 * 1024 * 1024,
         ge=1,

@@ -34,7 +34,7 @@ from tasks.extract import (
 )
 from tasks.lake import rows_frame
 from tasks.query import quarantined_objects
-from tasks.storage import object_size
+from tasks.storage import object_size, use_credentials_block
 from tasks.tables import OBJECTS, TABLES, feature_table
 
 QUALITY_DOCS = "_quality/docs"
@@ -343,6 +343,7 @@ def pipeline(
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
         dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
     )  # fmt: skip
+    use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
     found = discover_objects(source, settings.lake, limits_of(settings))
     summary = process(found, settings, run_id)
@@ -377,6 +378,7 @@ def redrive(
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
         dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
     )  # fmt: skip
+    use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
     chosen = quarantined_objects(settings.lake, stage=stage, reason=reason, object_id=object_id)
     found = Discovery()
