@@ -6,6 +6,7 @@ settings in the block while a one-off `braid run --image-model ...` changes just
 
 from __future__ import annotations
 
+import os
 from typing import Any, cast
 
 from prefect.blocks.core import Block
@@ -38,7 +39,10 @@ class BraidSettings(Block):
     _block_type_slug = "braid-settings"
     _description = "Lake location, encoder models, batch sizes and safety limits for Braid."
 
-    lake: str = Field(default="lake", description="Folder (or URL) where tables are landed.")
+    lake: str = Field(
+        default_factory=lambda: os.environ.get("BRAID_LAKE", "lake"),
+        description="Folder (or URL) where tables are landed (default: $BRAID_LAKE, else ./lake).",
+    )
     text_model: str = Field(
         default=DEFAULT_TEXT_MODEL,
         description="Text encoder: Hugging Face id or local path (default: all-MiniLM-L6-v2, bundled).",

@@ -335,8 +335,12 @@ def pipeline(
     dask_workers: int | None = None,
     quality_policy: str | None = None,
     quality_policies: dict[str, str] | None = None,
+    modalities: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Turn what is new under ``source`` into validated feature tables, fused per sample."""
+    """Turn what is new under ``source`` into validated feature tables, fused per sample.
+
+    ``modalities`` limits the run to some modalities; the others stay new for a later run.
+    """
     started = time.perf_counter()
     settings = resolve_settings(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
@@ -346,6 +350,12 @@ def pipeline(
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
     found = discover_objects(source, settings.lake, limits_of(settings))
+    if modalities:
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; expected some of {MODALITIES}")
+        found.new = [ref for ref in found.new if ref.modality in modalities]
+        found.rejected = []
     summary = process(found, settings, run_id)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 
