@@ -98,6 +98,14 @@ class BraidSettings(Block):
         default=32, ge=1, description="At most this many frames per video."
     )
 
+    fan_out: str = Field(
+        default="local",
+        pattern="^(local|deployments)$",
+        description=(
+            "How batches run: 'local' (in this flow run, on its Dask cluster) or 'deployments' "
+            "(a process-<modality> child run per batch, each on its modality's work pool)."
+        ),
+    )
     quality_policy: str = Field(
         default="quarantine",
         pattern="^(quarantine|fail|warn)$",

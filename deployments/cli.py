@@ -154,6 +154,12 @@ def _processing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-address", help="use an existing Dask scheduler (tcp://host:8786)")
     parser.add_argument("--dask-workers", type=_positive, help="workers of the local Dask cluster")
     parser.add_argument(
+        "--fan-out",
+        choices=("local", "deployments"),
+        help="run batches in this run (local, the default) or as process-<modality> "
+        "deployment runs on each modality's work pool (needs a server and workers, see `braid up`)",
+    )
+    parser.add_argument(
         "--quality-policy",
         choices=POLICIES,
         help="what failed validation does to every table (default quarantine)",
@@ -189,6 +195,7 @@ def _processing_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "dask_workers": args.dask_workers,
         "quality_policy": args.quality_policy,
         "quality_policies": dict(args.policy_for) or None,
+        "fan_out": args.fan_out,
     }
 
 

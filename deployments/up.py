@@ -9,6 +9,7 @@ from another shell, stops exactly those, the worker with SIGINT as Prefect expec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WORK_POOL = "braid-process"
+WORK_POOL = "braid-process"  # ingest and backfill
+MODALITY_POOLS = tuple(f"braid-{m}" for m in ("image", "text", "audio", "video", "timeseries"))
 STATE_FILE = "up.json"
 
 
@@ -121,6 +123,18 @@ def _run(stack: Stack, name: str, args: list[str]) -> None:
         raise RuntimeError(f"`{' '.join(args[2:])}` failed: " + " | ".join(tail))
 
 
+def create_process_pools(api_url: str, names: tuple[str, ...]) -> None:
+    """Create the local process work pools that do not exist yet."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with SyncPrefectClient(api_url) as client:
+        for name in names:
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
 def up(stack: Stack) -> dict[str, dict[str, object]]:
     """Start the whole stack and return what was started (also written to up.json)."""
     for folder in (stack.home, stack.landing, stack.lake):
@@ -130,18 +144,16 @@ def up(stack: Stack) -> dict[str, dict[str, object]]:
         server = _start(stack, "server", _prefect("server", "start", "--host", "127.0.0.1",
                                                   "--port", str(stack.port)), started)  # fmt: skip
         wait_for_api(stack.api_url, process=server)
-        _run(
-            stack,
-            "work-pool",
-            _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"),
-        )
+        create_process_pools(stack.api_url, (WORK_POOL, *MODALITY_POOLS))
         _run(stack, "deploy", _prefect("--no-prompt", "deploy", "--all"))
-        _start(
-            stack,
-            "worker",
-            _prefect("worker", "start", "--pool", WORK_POOL, "--type", "process"),
-            started,
-        )
+        for pool in (WORK_POOL, *MODALITY_POOLS):
+            name = "worker" if pool == WORK_POOL else f"worker-{pool.removeprefix('braid-')}"
+            _start(
+                stack,
+                name,
+                _prefect("worker", "start", "--pool", pool, "--type", "process"),
+                started,
+            )
         _start(
             stack,
             "watcher",
@@ -156,20 +168,28 @@ def up(stack: Stack) -> dict[str, dict[str, object]]:
 
 
 def stop(started: dict[str, dict[str, object]], timeout: float = 20.0) -> list[str]:
-    """Stop the recorded processes, newest first: SIGINT (a worker's clean stop), then SIGKILL."""
-    stopped = []
-    for name, info in reversed(list(started.items())):
-        pid = int(info["pid"])  # type: ignore[call-overload]
-        try:
-            os.killpg(pid, signal.SIGINT if name == "worker" else signal.SIGTERM)
-        except ProcessLookupError:
-            continue
+    """Stop the recorded processes: workers (SIGINT, their clean stop) and the watcher
+    together, then the server (SIGTERM); whatever outlives ``timeout`` gets SIGKILL."""
+    clients = {n: i for n, i in started.items() if n != "server"}
+    server = {n: i for n, i in started.items() if n == "server"}
+    stopped: list[str] = []
+    for group in (clients, server):
+        pids = {}
+        for name, info in group.items():
+            pid = int(info["pid"])  # type: ignore[call-overload]
+            try:
+                os.killpg(pid, signal.SIGINT if name.startswith("worker") else signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            pids[name] = pid
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids.values()):
             time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        stopped.append(name)
+        for name, pid in pids.items():
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            stopped.append(name)
     return stopped
 
 

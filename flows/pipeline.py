@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner, get_dask_client
 
 from blocks.settings import BraidSettings, resolve_settings
@@ -28,6 +31,7 @@ from tasks.extract import (
     BatchResult,
     embedding_dim,
     extract_batch,
+    failed_batch,
     model_id_for,
     rejected_at_discovery,
     validation_rejects,
@@ -267,6 +271,102 @@ def extract_modalities(
     return dict(results)
 
 
+@flow(name="braid-process-batch")
+def process_batch(
+    modality: str,
+    refs: list[ObjectRef],
+    models: Models,
+    limits: Limits,
+    staging: str,
+    part: str,
+    parent_run_id: str,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    aws_credentials_block: str | None = None,
+) -> dict[str, int]:
+    """One modality batch on its own work pool: extract it on Dask and stage the rows.
+
+    The parent (the ingest run) validates and lands every batch once all have finished,
+    so a table's quality gate sees the whole table and lands it at once.
+    """
+    use_credentials_block(aws_credentials_block)
+    runner = dask_runner(dask_address, dask_workers)
+    extracted = extract_modalities.with_options(task_runner=runner)(
+        [(modality, refs)], models, limits, parent_run_id
+    )
+    (result,) = extracted[modality]
+    lake.stage_frames(
+        staging,
+        part,
+        {"features": result.features, "quarantine": result.quarantine, "objects": result.objects},
+    )
+    return {"extracted": result.landed, "quarantined": result.quarantined}
+
+
+@task(name="run-batch-deployment", tags=["braid-fan-out"])
+def run_batch_deployment(
+    modality: str,
+    refs: list[ObjectRef],
+    part: str,
+    staging: str,
+    settings: BraidSettings,
+    run_id: str,
+) -> BatchResult:
+    """Run ``process-<modality>`` for one batch and wait; a failed child quarantines its objects."""
+    from prefect.deployments import run_deployment
+
+    child = run_deployment(
+        name=f"braid-process-batch/process-{modality}",
+        parameters={
+            "modality": modality,
+            "refs": [asdict(ref) for ref in refs],
+            "models": asdict(models_of(settings)),
+            "limits": asdict(limits_of(settings)),
+            "staging": staging,
+            "part": part,
+            "parent_run_id": run_id,
+            "aws_credentials_block": settings.aws_credentials_block,
+        },
+        timeout=None,
+        poll_interval=2,
+    )
+    state = child.state
+    if state is not None and state.is_completed():
+        try:
+            return BatchResult(modality, **lake.read_staged(staging, part, lake.STAGED_TABLES))
+        except FileNotFoundError:
+            reason = f"child flow run {child.name} completed but staged nothing"
+    else:
+        kind = state.type.value.lower() if state is not None else "unknown"
+        message = (state.message or "") if state is not None else ""
+        reason = f"child flow run {child.name} ({child.work_pool_name}) ended {kind}: {message}"
+    get_run_logger().error("%s batch %s: %s", modality, part, reason)
+    return failed_batch(modality, refs, reason, run_id)
+
+
+def fan_out_to_deployments(
+    batches: list[tuple[str, list[ObjectRef]]], settings: BraidSettings, run_id: str
+) -> dict[str, list[BatchResult]]:
+    """One child run per modality batch, each on its modality's pool; results come back staged."""
+    logger = get_run_logger()
+    staging = str(Path(settings.lake) / "_staging" / run_id)
+    futures = [
+        run_batch_deployment.submit(
+            modality, refs, f"{modality}-{i:05d}", staging, settings, run_id
+        )
+        for i, (modality, refs) in enumerate(batches)
+    ]
+    results: dict[str, list[BatchResult]] = defaultdict(list)
+    for done, future in enumerate(as_completed(futures), start=1):
+        result = future.result()
+        results[result.modality].append(result)
+        logger.info(
+            "batch %d/%d (%s, child run): %d extracted, %d quarantined",
+            done, len(batches), result.modality, result.landed, result.quarantined,
+        )  # fmt: skip
+    return dict(results)
+
+
 def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str, Any]:
     """Extract, validate, land and fuse what discovery found; the body both flows share."""
     models, limits = models_of(settings), limits_of(settings)
@@ -279,10 +379,13 @@ def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str,
     if batches:
         dims = {m: embedding_dim(m, models) for m in MODALITIES}
         params = quality_params(settings, dims)
-        runner = dask_runner(settings.dask_address, settings.dask_workers)
-        extracted = extract_modalities.with_options(task_runner=runner)(
-            batches, models, limits, run_id
-        )
+        if settings.fan_out == "deployments":
+            extracted = fan_out_to_deployments(batches, settings, run_id)
+        else:
+            runner = dask_runner(settings.dask_address, settings.dask_workers)
+            extracted = extract_modalities.with_options(task_runner=runner)(
+                batches, models, limits, run_id
+            )
         for modality, results in sorted(extracted.items()):
             table = feature_table(modality)
             frame = pl.concat([r.features for r in results])
@@ -300,6 +403,7 @@ def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str,
         )
         validations.append(validation)
         fused = land_fused(settings.lake, validation, run_id)
+    shutil.rmtree(Path(settings.lake) / "_staging" / run_id, ignore_errors=True)
     docs = build_quality_docs(settings.lake) if validations else None
     catalog = refresh_catalog(settings.lake)
     blocked = [v for v in validations if v.blocks_landing]
@@ -322,7 +426,11 @@ def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str,
     }
 
 
-@flow(name="braid-pipeline")
+# Batches fanned out to deployments wait on their child runs in threads: cap them.
+FAN_OUT_THREADS = ThreadPoolTaskRunner(max_workers=16)
+
+
+@flow(name="braid-pipeline", task_runner=FAN_OUT_THREADS)
 def pipeline(
     source: str,
     lake_path: str | None = None,
@@ -336,6 +444,7 @@ def pipeline(
     quality_policy: str | None = None,
     quality_policies: dict[str, str] | None = None,
     modalities: list[str] | None = None,
+    fan_out: str | None = None,
 ) -> dict[str, Any]:
     """Turn what is new under ``source`` into validated feature tables, fused per sample.
 
@@ -345,7 +454,7 @@ def pipeline(
     settings = resolve_settings(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
-        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
+        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies, fan_out=fan_out,
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
@@ -360,7 +469,7 @@ def pipeline(
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 
 
-@flow(name="braid-redrive")
+@flow(name="braid-redrive", task_runner=FAN_OUT_THREADS)
 def redrive(
     lake_path: str | None = None,
     stage: str | None = None,
@@ -375,6 +484,7 @@ def redrive(
     dask_workers: int | None = None,
     quality_policy: str | None = None,
     quality_policies: dict[str, str] | None = None,
+    fan_out: str | None = None,
 ) -> dict[str, Any]:
     """Re-process quarantined objects (after a fix, a new limit or a new model).
 
@@ -386,7 +496,7 @@ def redrive(
     settings = resolve_settings(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
-        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
+        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies, fan_out=fan_out,
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")

@@ -286,3 +286,21 @@ def validation_rejects(failed: pl.DataFrame, flow_run_id: str) -> pl.DataFrame:
         ),
         QUARANTINE,
     )
+
+
+def failed_batch(
+    modality: str, refs: list[ObjectRef], reason: str, flow_run_id: str
+) -> BatchResult:
+    """A batch whose child run failed: every object quarantined at stage ``extract``, none lost."""
+    now = datetime.now(UTC)
+    rejection = Rejected("extract", reason)
+    return BatchResult(
+        modality=modality,
+        features=rows_frame([], TABLES[feature_table(modality)].schema),
+        quarantine=rows_frame(
+            [quarantine_row(r, rejection, flow_run_id, now) for r in refs], QUARANTINE
+        ),
+        objects=rows_frame(
+            [_object_row(r, "quarantined", flow_run_id, now) for r in refs], OBJECTS
+        ),
+    )
