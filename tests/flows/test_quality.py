@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from PIL import Image
 from prefect import get_client
@@ -165,3 +166,21 @@ def test_redrive_of_a_repaired_file_lands_it_and_supersedes_the_broken_version(s
         ("landed", 6),
         ("superseded", 1),
     ]
+
+
+def test_an_existing_cluster_by_address_lands_the_same_rows_as_the_default_cluster(
+    source, tmp_path
+) -> None:
+    by_address = tmp_path / "by-address"
+    default = tmp_path / "default"
+    run(source, by_address)
+    pipeline(source=str(source), lake_path=str(default), dask_workers=2)
+    for table in ("objects", "image_features", "text_features", "audio_features", "fused"):
+        key = "sample_id" if table == "fused" else "object_id"
+        sql = f"SELECT {key}, embedding FROM {table} ORDER BY {key}"
+        if table == "objects":
+            sql = "SELECT object_id, status FROM objects ORDER BY object_id"
+        left, right = query(by_address, sql), query(default, sql)
+        assert [r[0] for r in left] == [r[0] for r in right], table
+        if table != "objects":
+            assert np.allclose([r[1] for r in left], [r[1] for r in right], atol=1e-5), table

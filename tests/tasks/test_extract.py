@@ -13,7 +13,7 @@ from tasks import audio, image, text, timeseries, video
 from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected
 from tasks.discover import discover
 from tasks.encoders import DEFAULT_TEXT_MODEL, embed_audio, embed_images
-from tasks.extract import BatchResult, embed_batch, embedding_dim, extract_batch
+from tasks.extract import BatchResult, embed_batch, embedding_dim, extract_batch, failed_batch
 from tasks.tables import OBJECTS, QUARANTINE, TABLES, feature_table
 
 RUN = "run-1"
@@ -234,3 +234,15 @@ def test_embedding_failure_is_quarantined_even_alone(
         assert (row["object_id"], row["stage"]) == ("bad.txt", "embed")
         assert "choked on poison" in row["reason"]
         assert result.objects.filter(pl.col("status") == "quarantined").height == 1
+
+
+def test_a_failed_child_batch_quarantines_every_object_with_the_reason(refs) -> None:
+    batch = refs["audio"]
+    result = failed_batch("audio", batch, "child flow run x (braid-audio) ended crashed: OOM", RUN)
+    assert result.features.is_empty()
+    assert result.features.schema == pl.Schema(TABLES["audio_features"].schema)
+    assert sorted(result.quarantine["object_id"]) == sorted(r.object_id for r in batch)
+    assert set(result.quarantine["stage"]) == {"extract"}
+    assert set(result.quarantine["reason"]) == {"child flow run x (braid-audio) ended crashed: OOM"}
+    assert set(result.objects["status"]) == {"quarantined"}
+    assert result.objects.height == len(batch)
