@@ -293,6 +293,17 @@ def print_summary(summary: dict[str, Any]) -> None:
         quarantined += counts.get("quarantined", 0)
         print(f"{modality:<12}{counts.get('landed', 0):>8}{counts.get('quarantined', 0):>13}")
     print(f"{'total':<12}{landed:>8}{quarantined:>13}")
+    if summary.get("costs"):
+        stages = ("discover", "decode", "embed", "validate", "land", "fuse")
+        order = sorted(summary["costs"], key=lambda s: stages.index(s) if s in stages else 99)
+        parts = []
+        for stage in order:
+            cost = summary["costs"][stage]
+            each = cost["cpu_s_per_object"]
+            parts.append(
+                f"{stage} {cost['cpu_s']:.2f}" + (f" ({each * 1000:.0f} ms/object)" if each else "")
+            )
+        print("\ncpu-seconds: " + ", ".join(parts))
     if summary["validations"]:
         checks = ", ".join(f"{t} {p:g}%" for t, p in summary["validations"].items())
         print(f"\nexpectations met: {checks}")

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from tasks.extract import (
 from tasks.lake import rows_frame
 from tasks.query import quarantined_objects
 from tasks.storage import object_size, use_credentials_block
-from tasks.tables import OBJECTS, TABLES, feature_table
+from tasks.tables import COSTS, OBJECTS, TABLES, feature_table
 
 QUALITY_DOCS = "_quality/docs"
 
@@ -163,6 +164,7 @@ def land_table(
     lake.write_part(lake_path, feature_table(modality), features, part)
     lake.write_part(lake_path, "quarantine", quarantined, part)
     lake.write_part(lake_path, "validations", results_frame(validation, run_id), part)
+    lake.write_part(lake_path, "costs", pl.concat([r.costs for r in results]), part)
     lake.write_part(lake_path, "objects", objects, part)
     return Counter(landed=features.height, quarantined=quarantined.height)
 
@@ -214,6 +216,48 @@ def build_quality_docs(lake_path: str) -> str:
 def refresh_catalog(lake_path: str) -> str:
     """Rewrite the DuckDB catalog so every table's view sees the new parts."""
     return str(lake.write_catalog(lake_path, TABLES))
+
+
+class CostLog:
+    """CPU and wall seconds of the stages the flow itself runs (per table or per run)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.rows: list[dict[str, Any]] = []
+
+    @contextmanager
+    def measure(self, stage: str, modality: str | None = None) -> Iterator[None]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            self.rows.append(
+                {"modality": modality, "object_id": None, "stage": stage,
+                 "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
+                 "flow_run_id": self.run_id, "landed_at": datetime.now(UTC)}
+            )  # fmt: skip
+
+    def frame(self) -> pl.DataFrame:
+        return rows_frame(self.rows, COSTS)
+
+
+def summarise_costs(lake_path: str, run_id: str) -> dict[str, dict[str, float]]:
+    """CPU seconds per stage for one run, in total and per object where measured per object."""
+    files = lake.parts(lake_path, "costs")
+    if not files:
+        return {}
+    frame = pl.scan_parquet(files).filter(pl.col("flow_run_id") == run_id).collect()
+    summary = frame.group_by("stage").agg(
+        cpu_s=pl.col("cpu_s").sum(),
+        objects=pl.col("object_id").drop_nulls().n_unique(),
+    )
+    return {
+        row["stage"]: {
+            "cpu_s": round(row["cpu_s"], 3),
+            "cpu_s_per_object": round(row["cpu_s"] / row["objects"], 4) if row["objects"] else None,
+        }
+        for row in summary.sort("stage").iter_rows(named=True)
+    }
 
 
 def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:
@@ -298,7 +342,12 @@ def process_batch(
     lake.stage_frames(
         staging,
         part,
-        {"features": result.features, "quarantine": result.quarantine, "objects": result.objects},
+        {
+            "features": result.features,
+            "quarantine": result.quarantine,
+            "objects": result.objects,
+            "costs": result.costs,
+        },
     )
     return {"extracted": result.landed, "quarantined": result.quarantined}
 
@@ -367,8 +416,11 @@ def fan_out_to_deployments(
     return dict(results)
 
 
-def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str, Any]:
+def process(
+    found: Discovery, settings: BraidSettings, run_id: str, costs: CostLog | None = None
+) -> dict[str, Any]:
     """Extract, validate, land and fuse what discovery found; the body both flows share."""
+    costs = costs or CostLog(run_id)
     models, limits = models_of(settings), limits_of(settings)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for modality, n in land_rejections(settings.lake, found, run_id).items():
@@ -389,21 +441,26 @@ def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str,
         for modality, results in sorted(extracted.items()):
             table = feature_table(modality)
             frame = pl.concat([r.features for r in results])
-            validation = validate_rows(table, frame, params, settings.policy_for(table))
+            with costs.measure("validate", modality):
+                validation = validate_rows(table, frame, params, settings.policy_for(table))
             validations.append(validation)
-            counts[modality].update(
-                land_table(settings.lake, modality, results, validation, run_id)
-            )
+            with costs.measure("land", modality):
+                landed = land_table(settings.lake, modality, results, validation, run_id)
+            counts[modality].update(landed)
     fused = 0
     samples = sorted({ref.sample_id for ref in found.new})
     if samples and dims:
-        rows = fuse_samples(settings.lake, samples, models, dims, run_id)
-        validation = validate_rows(
-            "fused", rows, quality_params(settings, dims), settings.policy_for("fused")
-        )
+        with costs.measure("fuse", "fused"):
+            rows = fuse_samples(settings.lake, samples, models, dims, run_id)
+        with costs.measure("validate", "fused"):
+            validation = validate_rows(
+                "fused", rows, quality_params(settings, dims), settings.policy_for("fused")
+            )
         validations.append(validation)
-        fused = land_fused(settings.lake, validation, run_id)
+        with costs.measure("land", "fused"):
+            fused = land_fused(settings.lake, validation, run_id)
     shutil.rmtree(Path(settings.lake) / "_staging" / run_id, ignore_errors=True)
+    lake.write_part(settings.lake, "costs", costs.frame(), f"{run_id}-run")
     docs = build_quality_docs(settings.lake) if validations else None
     catalog = refresh_catalog(settings.lake)
     blocked = [v for v in validations if v.blocks_landing]
@@ -423,6 +480,7 @@ def process(found: Discovery, settings: BraidSettings, run_id: str) -> dict[str,
         "modalities": {m: dict(c) for m, c in sorted(counts.items())},
         "validations": {v.table: round(v.success_percent, 1) for v in validations},
         "samples_fused": fused,
+        "costs": summarise_costs(settings.lake, run_id),
     }
 
 
@@ -458,14 +516,16 @@ def pipeline(
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
-    found = discover_objects(source, settings.lake, limits_of(settings))
+    costs = CostLog(run_id)
+    with costs.measure("discover"):
+        found = discover_objects(source, settings.lake, limits_of(settings))
     if modalities:
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; expected some of {MODALITIES}")
         found.new = [ref for ref in found.new if ref.modality in modalities]
         found.rejected = []
-    summary = process(found, settings, run_id)
+    summary = process(found, settings, run_id, costs)
     return {**summary, "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -524,8 +584,6 @@ def redrive(
 
 
 def _land_superseded(lake_path: str, rows: list[dict[str, Any]], run_id: str) -> None:
-    from datetime import UTC, datetime
-
     now = datetime.now(UTC)
     frame = rows_frame(
         [{**r, "discovered_at": now, "flow_run_id": run_id, "landed_at": now} for r in rows],

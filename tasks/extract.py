@@ -8,8 +8,9 @@ with its stage and reason; it never fails the batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -21,7 +22,7 @@ from tasks import audio, image, text, timeseries, video
 from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected, l2_normalise, reason_for
 from tasks.lake import rows_frame
 from tasks.storage import read_bytes
-from tasks.tables import OBJECTS, QUARANTINE, TABLES, feature_table
+from tasks.tables import COSTS, OBJECTS, QUARANTINE, TABLES, feature_table
 
 Mapper = Callable[[Callable[[ObjectRef], Any], list[ObjectRef]], Iterable[Any]]
 
@@ -42,6 +43,7 @@ class BatchResult:
     features: pl.DataFrame
     quarantine: pl.DataFrame
     objects: pl.DataFrame
+    costs: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COSTS))
 
     @property
     def landed(self) -> int:
@@ -52,18 +54,32 @@ class BatchResult:
         return self.quarantine.height
 
 
-def analyze_object(ref: ObjectRef, limits: Limits) -> tuple[ObjectRef, Analysis | Rejected]:
+@dataclass
+class Analysed:
+    """One object's analysis (or rejection) and what reading and decoding it cost."""
+
+    ref: ObjectRef
+    result: Analysis | Rejected
+    cpu_s: float
+    wall_s: float
+
+
+def analyze_object(ref: ObjectRef, limits: Limits) -> Analysed:
     """Read and analyse one object; any failure comes back as a rejection, never raised."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result: Analysis | Rejected
     try:
         data = read_bytes(ref.uri)
     except OSError as exc:
-        return ref, Rejected("read", reason_for(exc))
-    try:
-        return ref, ANALYZERS[ref.modality](data, limits, ref.media_type)
-    except Rejected as rejection:
-        return ref, rejection
-    except Exception as exc:  # a decoder's own error: keep the batch going
-        return ref, Rejected("decode", reason_for(exc))
+        result = Rejected("read", reason_for(exc))
+    else:
+        try:
+            result = ANALYZERS[ref.modality](data, limits, ref.media_type)
+        except Rejected as rejection:
+            result = rejection
+        except Exception as exc:  # a decoder's own error: keep the batch going
+            result = Rejected("decode", reason_for(exc))
+    return Analysed(ref, result, time.process_time() - cpu, time.perf_counter() - wall)
 
 
 def model_id_for(modality: str, models: Models) -> str:
@@ -164,12 +180,25 @@ def extract_batch(
     mapper: Mapper = map,
 ) -> BatchResult:
     """Analyse, embed and tabulate one batch; ``mapper`` spreads the per-object work (Dask)."""
-    analysed = list(mapper(partial(analyze_object, limits=limits), refs))
-    good = [(ref, result) for ref, result in analysed if isinstance(result, Analysis)]
-    failed = [(ref, result) for ref, result in analysed if isinstance(result, Rejected)]
+    analysed: list[Analysed] = list(mapper(partial(analyze_object, limits=limits), refs))
+    good = [(a.ref, a.result) for a in analysed if isinstance(a.result, Analysis)]
+    failed = [(a.ref, a.result) for a in analysed if isinstance(a.result, Rejected)]
+    cpu, wall = time.process_time(), time.perf_counter()
     embedded = embed_batch(modality, [a for _, a in good], models, limits)
+    embed_cpu, embed_wall = time.process_time() - cpu, time.perf_counter() - wall
     model_id = model_id_for(modality, models)
     now = datetime.now(UTC)
+    cost_rows = [
+        {"modality": modality, "object_id": a.ref.object_id, "stage": "decode",
+         "cpu_s": a.cpu_s, "wall_s": a.wall_s, "flow_run_id": flow_run_id, "landed_at": now}
+        for a in analysed
+    ] + [
+        # One model call embeds the whole batch: its cost is shared evenly.
+        {"modality": modality, "object_id": ref.object_id, "stage": "embed",
+         "cpu_s": embed_cpu / len(good), "wall_s": embed_wall / len(good),
+         "flow_run_id": flow_run_id, "landed_at": now}
+        for ref, _ in good
+    ]  # fmt: skip
     feature_rows, object_rows, quarantine_rows = [], [], []
     for (ref, analysis), columns in zip(good, embedded, strict=True):
         if isinstance(columns, Rejected):
@@ -206,6 +235,7 @@ def extract_batch(
         features=rows_frame(feature_rows, TABLES[feature_table(modality)].schema),
         quarantine=rows_frame(quarantine_rows, QUARANTINE),
         objects=rows_frame(object_rows, OBJECTS),
+        costs=rows_frame(cost_rows, COSTS),
     )
 
 

@@ -154,7 +154,7 @@ def rows_frame(
     )
 
 
-STAGED_TABLES = ("features", "quarantine", "objects")
+STAGED_TABLES = ("features", "quarantine", "objects", "costs")
 
 
 def stage_frames(staging: str | Path, part: str, frames: Mapping[str, pl.DataFrame]) -> None:

@@ -90,6 +90,16 @@ VALIDATIONS: dict[str, pl.DataType] = {
 }
 
 
+COSTS: dict[str, pl.DataType] = {
+    "modality": pl.String(),
+    "object_id": pl.String(),  # null for a stage measured per table or per run
+    "stage": pl.String(),  # discover | decode | embed | validate | land | fuse
+    "cpu_s": pl.Float64(),
+    "wall_s": pl.Float64(),
+    **LINEAGE,
+}
+
+
 @dataclass(frozen=True)
 class Table:
     """A table's columns, the key its view keeps unique, and an optional filter for the view."""
@@ -127,4 +137,5 @@ TABLES: dict[str, Table] = {
         ),
     ),
     "validations": Table(VALIDATIONS, ("flow_run_id", "table_name", "expectation")),
+    "costs": Table(COSTS, ("flow_run_id", "modality", "object_id", "stage")),
 }

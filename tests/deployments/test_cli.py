@@ -72,6 +72,18 @@ def test_run_lands_every_modality_and_prints_a_summary(demo) -> None:
     assert {r["t"]: (r["lo"], r["hi"]) for r in dims} == {
         "image": (32, 32), "text": (384, 384), "audio": (32, 32), "fused": (496, 496)
     }  # fmt: skip
+    assert "cpu-seconds: discover" in first.stdout
+    costs = sql(
+        "select stage, count(distinct object_id) as objects, bool_and(cpu_s >= 0) as ok "
+        "from costs group by all order by stage",
+        lake,
+        home,
+    )
+    by_stage = {r["stage"]: (r["objects"], r["ok"]) for r in costs}
+    # Every object that reached extraction has a decode cost; every embedded one an embed cost.
+    assert by_stage["decode"] == (5 * N_SAMPLES + 3, True)  # + truncated, bomb, no-streams
+    assert by_stage["embed"] == (5 * N_SAMPLES, True)
+    assert {"discover", "validate", "land", "fuse"} <= set(by_stage)
     for table in ("image_features", "text_features", "audio_features", "fused"):
         rows = sql(f"select embedding from {table}", lake, home)
         assert all(abs(np.linalg.norm(r["embedding"]) - 1) < 1e-4 for r in rows), table
