@@ -206,6 +206,40 @@ def land_fused(lake_path: str, validation: Validation, run_id: str) -> int:
     return validation.passed.height
 
 
+@task(name="announce-landing")
+def announce_landing(
+    lake_path: str, run_id: str, counts: dict[str, dict[str, int]], samples: dict[str, list[str]]
+) -> int:
+    """Emit ``braid.batch.landed`` per landed table and ``braid.sample.landed`` per fused sample,
+    for downstream deployments and automations to trigger on; returns how many were emitted."""
+    from prefect.events import emit_event
+
+    lake_uri = str(Path(lake_path).resolve()) if "://" not in lake_path else lake_path
+    per_modality = {m: c.get("landed", 0) for m, c in counts.items()}
+    quarantined = sum(c.get("quarantined", 0) for c in counts.values())
+    emitted = 0
+    for modality, landed in per_modality.items():
+        if modality not in MODALITIES or not landed:
+            continue
+        table = feature_table(modality)
+        emit_event(
+            event="braid.batch.landed",
+            resource={"prefect.resource.id": f"braid.lake.{table}", "prefect.resource.name": table},
+            payload={"flow_run_id": run_id, "table": table, "landed": landed,
+                     "counts": per_modality, "quarantined": quarantined, "lake": lake_uri},
+        )  # fmt: skip
+        emitted += 1
+    for sample_id, modalities in samples.items():
+        emit_event(
+            event="braid.sample.landed",
+            resource={"prefect.resource.id": f"braid.sample.{sample_id}", "prefect.resource.name": sample_id},
+            payload={"flow_run_id": run_id, "sample_id": sample_id, "modalities": modalities,
+                     "lake": lake_uri},
+        )  # fmt: skip
+        emitted += 1
+    return emitted
+
+
 @task(name="build-quality-docs")
 def build_quality_docs(lake_path: str) -> str:
     """Write Great Expectations Data Docs for this run's validations under the lake."""
@@ -448,6 +482,7 @@ def process(
                 landed = land_table(settings.lake, modality, results, validation, run_id)
             counts[modality].update(landed)
     fused = 0
+    fused_samples: dict[str, list[str]] = {}
     samples = sorted({ref.sample_id for ref in found.new})
     if samples and dims:
         with costs.measure("fuse", "fused"):
@@ -459,8 +494,10 @@ def process(
         validations.append(validation)
         with costs.measure("land", "fused"):
             fused = land_fused(settings.lake, validation, run_id)
+        fused_samples = dict(validation.passed.select("sample_id", "modalities").iter_rows())
     shutil.rmtree(Path(settings.lake) / "_staging" / run_id, ignore_errors=True)
     lake.write_part(settings.lake, "costs", costs.frame(), f"{run_id}-run")
+    announce_landing(settings.lake, run_id, {m: dict(c) for m, c in counts.items()}, fused_samples)
     docs = build_quality_docs(settings.lake) if validations else None
     catalog = refresh_catalog(settings.lake)
     blocked = [v for v in validations if v.blocks_landing]

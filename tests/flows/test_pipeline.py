@@ -122,3 +122,40 @@ def test_batches_run_as_child_flow_and_task_runs(model_run) -> None:
     # one task run per batch, never one per object.
     assert 8 <= len(extract_runs) < 5 * N_SAMPLES
     assert all(t.state.is_completed() for t in extract_runs)
+
+
+def _events(name: str, run_id: str, expected: int, timeout: float = 20) -> list:
+    import time
+
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+            found = [e for e in page.events if e.payload.get("flow_run_id") == run_id]
+            if len(found) >= expected or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+
+def test_a_run_announces_landed_tables_and_samples(model_run) -> None:
+    lake, first, second, _ = model_run
+    batches = _events("braid.batch.landed", first["flow_run_id"], len(MODALITIES))
+    assert sorted(e.resource.id for e in batches) == sorted(
+        f"braid.lake.{m}_features" for m in MODALITIES
+    )
+    for event in batches:
+        assert event.payload["counts"] == {
+            m: c.get("landed", 0) for m, c in first["modalities"].items()
+        }
+        assert event.payload["quarantined"] == 8
+        assert event.payload["lake"] == str(lake.resolve())
+        assert event.payload["landed"] == N_SAMPLES
+    samples = _events("braid.sample.landed", first["flow_run_id"], N_SAMPLES)
+    assert sorted(e.resource.id for e in samples) == [
+        f"braid.sample.sample-000{i}" for i in range(3)
+    ]
+    assert all(sorted(e.payload["modalities"]) == sorted(MODALITIES) for e in samples)
+    # A re-run that lands nothing announces nothing.
+    assert _events("braid.batch.landed", second["flow_run_id"], 1, timeout=2) == []
