@@ -328,25 +328,30 @@ def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
     )
 
 
-@flow(name="extract-modalities")
-def extract_modalities(
-    batches: list[tuple[str, list[ObjectRef]]], models: Models, limits: Limits, flow_run_id: str
-) -> dict[str, list[BatchResult]]:
-    """Run every batch on the Dask cluster; results come back grouped by modality."""
+def gather_batches(futures: list[Any], how: str) -> dict[str, list[BatchResult]]:
+    """Collect batch results as they finish, grouped by modality, logging progress."""
     logger = get_run_logger()
-    futures = [
-        extract_features.submit(modality, refs, models, limits, flow_run_id)
-        for modality, refs in batches
-    ]
     results: dict[str, list[BatchResult]] = defaultdict(list)
     for done, future in enumerate(as_completed(futures), start=1):
         result = future.result()
         results[result.modality].append(result)
         logger.info(
-            "batch %d/%d (%s): %d extracted, %d quarantined",
-            done, len(batches), result.modality, result.landed, result.quarantined,
+            "batch %d/%d (%s%s): %d extracted, %d quarantined",
+            done, len(futures), result.modality, how, result.landed, result.quarantined,
         )  # fmt: skip
     return dict(results)
+
+
+@flow(name="extract-modalities")
+def extract_modalities(
+    batches: list[tuple[str, list[ObjectRef]]], models: Models, limits: Limits, flow_run_id: str
+) -> dict[str, list[BatchResult]]:
+    """Run every batch on the Dask cluster; results come back grouped by modality."""
+    futures = [
+        extract_features.submit(modality, refs, models, limits, flow_run_id)
+        for modality, refs in batches
+    ]
+    return gather_batches(futures, "")
 
 
 @flow(name="braid-process-batch")
@@ -431,7 +436,6 @@ def fan_out_to_deployments(
     batches: list[tuple[str, list[ObjectRef]]], settings: BraidSettings, run_id: str
 ) -> dict[str, list[BatchResult]]:
     """One child run per modality batch, each on its modality's pool; results come back staged."""
-    logger = get_run_logger()
     staging = str(Path(settings.lake) / "_staging" / run_id)
     futures = [
         run_batch_deployment.submit(
@@ -439,15 +443,7 @@ def fan_out_to_deployments(
         )
         for i, (modality, refs) in enumerate(batches)
     ]
-    results: dict[str, list[BatchResult]] = defaultdict(list)
-    for done, future in enumerate(as_completed(futures), start=1):
-        result = future.result()
-        results[result.modality].append(result)
-        logger.info(
-            "batch %d/%d (%s, child run): %d extracted, %d quarantined",
-            done, len(batches), result.modality, result.landed, result.quarantined,
-        )  # fmt: skip
-    return dict(results)
+    return gather_batches(futures, ", child run")
 
 
 def process(
