@@ -61,10 +61,29 @@ def landed(lake: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def moto_s3():
+    """moto's standalone S3/SQS server on 127.0.0.1, the endpoint the stack's flows read from."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, moto_s3):
     root = tmp_path_factory.mktemp("stack")
     home, landing, lake, port = root / "home", root / "landing", root / "lake", free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
+    env |= moto_s3  # the workers' flow runs read s3:// sources from moto
     process = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "up", "--home", str(home), "--landing",
          str(landing), "--lake", str(lake), "--port", str(port)],
@@ -195,6 +214,95 @@ def test_ingest_runs_one_at_a_time(stack) -> None:
     (trigger,) = [a.trigger for a in automations if a.name.startswith("ingest")]
     assert trigger.within.total_seconds() == DEBOUNCE_S
     assert trigger.match.model_dump() == {"prefect.resource.id": "braid.object.*"}
+
+
+def s3_uris_landed(lake: Path) -> int:
+    if not (lake / CATALOG_FILE).exists():
+        return 0
+    try:
+        with duckdb.connect(str(lake / CATALOG_FILE), read_only=True) as con:
+            return con.execute(
+                "SELECT count(*) FROM objects WHERE status = 'landed' AND uri LIKE 's3://%'"
+            ).fetchone()[0]
+    except duckdb.Error:
+        return 0
+
+
+def upload(s3, sample: Path, bucket: str) -> list[dict]:
+    """Put a sample's files in the bucket; return the S3 notification records AWS would send."""
+    records = []
+    for path in sorted(sample.iterdir()):
+        key = f"landing/{sample.name}/{path.name}"
+        etag = s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())["ETag"].strip('"')
+        records.append(
+            {"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+             "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": path.stat().st_size,
+                                                           "eTag": etag}}}
+        )  # fmt: skip
+    return records
+
+
+def test_s3_uploads_notified_through_the_bridge_over_http_and_sqs_land(
+    stack, moto_s3, tmp_path, monkeypatch
+) -> None:
+    import boto3
+    import httpx
+
+    from tasks.samples import make_samples
+
+    for name, value in moto_s3.items():
+        monkeypatch.setenv(name, value)
+    samples = tmp_path / "more"
+    make_samples(samples, n=5, seed=0)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="uploads")
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="braid-uploads")["QueueUrl"]
+    secret = "s3cret-for-the-test"
+    env = {**os.environ, "PREFECT_API_URL": stack["api"], "BRAID_BRIDGE_SECRET": secret}
+    port = free_port()
+    bridges = [
+        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--port", str(port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--sqs-queue-url", queue],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        wait_for(lambda: _healthy(f"http://127.0.0.1:{port}/health"), 60, "the bridge")
+        # S3 → HTTP bridge (an S3 event notification, as S3 → SNS/webhook relays send it),
+        # and S3 → SQS → bridge; both bursts fall in one debounce window, so one ingest run.
+        records = upload(s3, samples / "sample-0003", "uploads")
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/events",
+            json={"Records": records},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        assert response.status_code == 202 and response.json() == {"emitted": 5}
+        records = upload(s3, samples / "sample-0004", "uploads")
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"Records": records}))
+        wait_for(lambda: s3_uris_landed(stack["lake"]) == 10, 300, "the notified uploads")
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        assert attributes["ApproximateNumberOfMessages"] == "0"  # deleted once emitted
+    finally:
+        for bridge in bridges:
+            bridge.terminate()
+            bridge.wait(30)
+    with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
+        rows = con.execute(
+            "SELECT count(*), count(DISTINCT object_id) FROM image_features WHERE uri LIKE 's3://uploads/landing/%'"
+        ).fetchone()
+    assert rows == (2, 2)
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_braid_down_stops_everything_it_started(stack) -> None:
