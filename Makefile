@@ -43,8 +43,12 @@ demo: venv ## make sample data, run the whole pipeline, print a SQL summary
 	$(BIN)/braid quality --lake $(LAKE)
 	$(BIN)/braid search --lake $(LAKE) -k 3 "a cat lying down"
 
+# Two pytest workers, one test file each at a time: the end-to-end stack test mostly waits
+# on debounce windows and child runs, so the rest of the suite runs beside it.
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 test: venv ## run the whole test suite (unit, flow and end-to-end)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv ## lint, format check and type check
 	$(BIN)/ruff check .
