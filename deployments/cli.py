@@ -141,6 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefect-aws AwsCredentials block for SQS (default: boto3's usual chain, "
         "AWS_ENDPOINT_URL and AWS_DEFAULT_REGION included)",
     )
+    api = commands.add_parser(
+        "api",
+        help="serve the lake over a read-only HTTP API (samples, objects, search, stats)",
+        description=(
+            "Serve the lake read-only over HTTP while the pipeline keeps landing: "
+            "GET /samples/{id}, /objects, /quarantine, /stats, POST /search, GET /health, "
+            "and the OpenAPI schema at /openapi.json. Every route but /health needs "
+            "'Authorization: Bearer TOKEN'."
+        ),
+    )
+    api.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=_port, default=8788, help="port (default 8788)")
+    api.add_argument(
+        "--token-block",
+        metavar="NAME",
+        help="Prefect Secret block holding the API token (default: $BRAID_API_TOKEN)",
+    )
+    api.add_argument("--text-model", help="text encoder the lake was built with, for text search")
+
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report of the lake (plots inline)"
+    )
+    report.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    report.add_argument("--out", default="report.html", help="HTML file (default report.html)")
     return parser
 
 
@@ -405,6 +430,37 @@ def cmd_search(args: argparse.Namespace) -> None:
     print_frame(frame, args.format)
 
 
+def cmd_api(args: argparse.Namespace) -> None:
+    import signal
+    from pathlib import Path
+
+    from deployments import api
+    from tasks.encoders import DEFAULT_TEXT_MODEL
+
+    try:
+        token = api.load_token(args.token_block)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    app = api.make_app(args.lake, token, text_model=args.text_model or DEFAULT_TEXT_MODEL)
+    if not (Path(args.lake) / "objects").is_dir():
+        print(f"braid api: no lake at {args.lake} yet; data routes answer 503 until one lands")
+    # SIGTERM (docker stop, systemd) ends the server cleanly, exit status 0: uvicorn finishes
+    # its requests, then passes the signal on to this handler.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    print(f"braid api: http://{args.host}:{args.port} over {Path(args.lake).resolve()}", flush=True)
+    api.serve(app, args.host, args.port)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from tasks.report import build_report
+
+    try:
+        out = build_report(args.lake, args.out)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    print(f"wrote {out}")
+
+
 def cmd_bridge(args: argparse.Namespace) -> None:
     import logging
     import signal
@@ -490,6 +546,8 @@ COMMANDS = {
     "sql": cmd_sql,
     "search": cmd_search,
     "bridge": cmd_bridge,
+    "api": cmd_api,
+    "report": cmd_report,
 }
 
 
