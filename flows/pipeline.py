@@ -492,7 +492,8 @@ def process(
             fused = land_fused(settings.lake, validation, run_id)
         fused_samples = dict(validation.passed.select("sample_id", "modalities").iter_rows())
     shutil.rmtree(Path(settings.lake) / "_staging" / run_id, ignore_errors=True)
-    lake.write_part(settings.lake, "costs", costs.frame(), f"{run_id}-run")
+    if found.new or found.rejected:  # a run that finds nothing new writes nothing
+        lake.write_part(settings.lake, "costs", costs.frame(), f"{run_id}-run")
     announce_landing(settings.lake, run_id, {m: dict(c) for m, c in counts.items()}, fused_samples)
     docs = build_quality_docs(settings.lake) if validations else None
     catalog = refresh_catalog(settings.lake)
