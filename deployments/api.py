@@ -9,7 +9,6 @@ every error answers ``{"error": ...}`` with a 4xx status (503 while there is no 
 
 import hmac
 import logging
-import os
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -32,6 +31,7 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.secrets import load_secret
 from tasks import serving
 from tasks.common import MODALITIES
 from tasks.encoders import DEFAULT_TEXT_MODEL
@@ -287,22 +287,7 @@ class Stats(BaseModel):
 
 def load_token(block_name: str | None = None) -> str:
     """The API token: the ``Secret`` block named ``block_name``, else $BRAID_API_TOKEN."""
-    if block_name:
-        from prefect.blocks.system import Secret
-
-        try:
-            value = Secret.load(block_name).get()
-        except Exception as exc:
-            raise ValueError(f"could not load Secret block {block_name!r}: {exc}") from exc
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"Secret block {block_name!r} does not hold a non-empty string")
-        return value
-    value = os.environ.get(TOKEN_ENV, "")
-    if not value.strip():
-        raise ValueError(
-            f"no API token: pass --token-block NAME (a Prefect Secret block) or set {TOKEN_ENV}"
-        )
-    return value
+    return load_secret(block_name, TOKEN_ENV, "API token", "--token-block")
 
 
 def bearer_matches(token: str, authorization: str) -> bool:

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
+from deployments import secrets
 from deployments.events import ObjectCreated, validate_key
 
 if TYPE_CHECKING:
@@ -162,22 +162,7 @@ def _object(bucket: str, key: str, size: int, etag: str) -> ObjectCreated:
 
 def load_secret(block_name: str | None = None) -> str:
     """The shared secret: the ``Secret`` block named ``block_name``, else $BRAID_BRIDGE_SECRET."""
-    if block_name:
-        from prefect.blocks.system import Secret
-
-        try:
-            value = Secret.load(block_name).get()
-        except Exception as exc:
-            raise ValueError(f"could not load Secret block {block_name!r}: {exc}") from exc
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"Secret block {block_name!r} does not hold a non-empty string")
-        return value
-    value = os.environ.get(SECRET_ENV, "")
-    if not value.strip():
-        raise ValueError(
-            f"no shared secret: pass --secret-block NAME (a Prefect Secret block) or set {SECRET_ENV}"
-        )
-    return value
+    return secrets.load_secret(block_name, SECRET_ENV, "shared secret", "--secret-block")
 
 
 def is_authorized(secret: str, headers: Mapping[str, str], body: bytes) -> bool:
