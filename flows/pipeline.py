@@ -306,6 +306,25 @@ def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list
     ]
 
 
+def stage_plan(staging: str | Path, part: str, batches: list[tuple[str, list[ObjectRef]]]) -> str:
+    """Write a batch plan where ``extract-modalities`` reads it; returns its path."""
+    rows = [{**asdict(ref), "batch": i} for i, (_, refs) in enumerate(batches) for ref in refs]
+    frame = pl.DataFrame(rows, schema_overrides={"size": pl.Int64, "batch": pl.Int64})
+    lake.stage_frames(staging, f"{part}.plan", {"refs": frame})
+    return str(Path(staging) / f"{part}.plan")
+
+
+def read_plan(plan: str) -> list[tuple[str, list[ObjectRef]]]:
+    """The batches ``stage_plan`` wrote, in order."""
+    staged = Path(plan)
+    (frame,) = lake.read_staged(staged.parent, staged.name, ["refs"]).values()
+    batches: dict[int, list[ObjectRef]] = defaultdict(list)
+    for row in frame.iter_rows(named=True):
+        batch = row.pop("batch")
+        batches[batch].append(ObjectRef(**row))
+    return [(refs[0].modality, refs) for _, refs in sorted(batches.items())]
+
+
 def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
     """An existing cluster by address, or a local one sized so torch threads don't fight for cores."""
     if address:
@@ -344,9 +363,15 @@ def gather_batches(futures: list[Any], how: str) -> dict[str, list[BatchResult]]
 
 @flow(name="extract-modalities")
 def extract_modalities(
-    batches: list[tuple[str, list[ObjectRef]]], models: Models, limits: Limits, flow_run_id: str
+    plan: str, models: Models, limits: Limits, flow_run_id: str
 ) -> dict[str, list[BatchResult]]:
-    """Run every batch on the Dask cluster; results come back grouped by modality."""
+    """Run every batch of a staged plan on the Dask cluster; results come back grouped by modality.
+
+    The plan is staged (``stage_plan``) rather than passed: Prefect sends a flow run's
+    parameters along with every task it submits to Dask, so a plan passed by value would
+    be serialised and hashed once per batch, a cost that grows with the square of the run.
+    """
+    batches = read_plan(plan)
     futures = [
         extract_features.submit(modality, refs, models, limits, flow_run_id)
         for modality, refs in batches
@@ -374,8 +399,9 @@ def process_batch(
     """
     use_credentials_block(aws_credentials_block)
     runner = dask_runner(dask_address, dask_workers)
+    plan = stage_plan(staging, part, [(modality, refs)])
     extracted = extract_modalities.with_options(task_runner=runner)(
-        [(modality, refs)], models, limits, parent_run_id
+        plan, models, limits, parent_run_id
     )
     (result,) = extracted[modality]
     lake.stage_frames(
@@ -465,8 +491,9 @@ def process(
             extracted = fan_out_to_deployments(batches, settings, run_id)
         else:
             runner = dask_runner(settings.dask_address, settings.dask_workers)
+            staging = Path(settings.lake) / "_staging" / run_id
             extracted = extract_modalities.with_options(task_runner=runner)(
-                batches, models, limits, run_id
+                stage_plan(staging, "local", batches), models, limits, run_id
             )
         for modality, results in sorted(extracted.items()):
             table = feature_table(modality)
