@@ -19,10 +19,10 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv demo test check format clean
+.PHONY: help venv demo test check format clean bench bench-quick
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(BIN)/braid: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ check: venv ## lint, format check and type check
 format: venv ## apply the formatter and safe lint fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: venv ## measure the performance targets (about 15 min): benchmarks/results/<date>.json, BENCHMARKS.md
+	$(BIN)/python -m benchmarks --scale full --markdown BENCHMARKS.md
+
+bench-quick: venv ## a small `make bench` (under 3 min; 100k rows for f, no braid up for g); prints the table
+	$(BIN)/python -m benchmarks --scale quick
 
 clean: ## remove the sample data and the lake (keeps .venv)
 	rm -rf $(SAMPLES) $(LAKE)

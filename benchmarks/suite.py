@@ -1,0 +1,804 @@
+"""The figures a to g: each measures one target and returns its parts and the ratios made of them.
+
+A figure is a plain dict: ``parts`` (what was measured), ``measures`` (ratios and
+seconds computed from the parts), ``targets`` (which measures have a target, and whether
+it was met), and, where a target was missed, a ``profile`` and a ``why`` written from the
+parts. Figures a, b and d share the same `braid run` and bare-loop runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from benchmarks import data
+from benchmarks.measure import Measured, clean_env, machine, profile_process, run_process
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("a", "b", "c", "d", "e", "f", "g")
+KEYS = {
+    "a": "a_end_to_end",
+    "b": "b_throughput",
+    "c": "c_dask_scaling",
+    "d": "d_rerun",
+    "e": "e_memory",
+    "f": "f_similarity",
+    "g": "g_event_latency",
+}
+# prefect.yaml's ingest trigger: `within: 10`, `schedule_after: PT10S`.
+DEBOUNCE_S = 10.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much data each figure gets."""
+
+    name: str
+    samples: int  # a, b, d: sample folders of five objects
+    dask_analyses: int  # c: image and video analyses per cluster size
+    memory_objects: tuple[int, int]  # e: the small and the large text and sensor-log sets
+    similarity_rows: int  # f
+    event_drops: int  # g: drops measured after one warm-up drop; 0 skips g
+    profile_misses: bool  # profile a missed target (a few more runs)
+    # Only the harness test gives these up, to stay near a minute: a Prefect home of the
+    # runs' own (migrated before timing), the default Dask cluster, captions in e.
+    own_prefect_home: bool = True
+    dask_workers: int | None = None
+    captions_in_memory_sets: bool = True
+    seed: int = 0
+
+
+SCALES = {
+    # The harness test: every figure's code path in about a minute; its timings mean nothing.
+    "tiny": Scale("tiny", 2, 8, (10, 40), 10_000, 0, False, False, 1, False),
+    "quick": Scale("quick", 40, 120, (100, 1000), 100_000, 0, False),
+    "full": Scale("full", 400, 600, (1000, 10_000), 1_000_000, 2, True),
+}
+
+
+def say(message: str) -> None:
+    print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def target(measure: str, value: float, op: str, limit: float) -> dict[str, Any]:
+    met = value <= limit if op == "<=" else value >= limit
+    return {"measure": measure, "op": op, "limit": limit, "value": value, "met": bool(met)}
+
+
+def missed(figure: dict[str, Any]) -> bool:
+    return any(not t["met"] for t in figure.get("targets", []))
+
+
+# a, b, d: `braid run` and the bare loop -------------------------------------------------
+
+
+@dataclass
+class PipelineRuns:
+    """The runs figures a, b and d read: the bare loop, a first `braid run` and its re-run."""
+
+    source: Path
+    lake: Path
+    objects: int
+    batch_size: int
+    dask_workers: int | None
+    env: dict[str, str]
+    bare: Measured
+    bare_result: dict[str, Any]
+    first: Measured
+    first_summary: dict[str, Any]
+    rerun: Measured
+    rerun_summary: dict[str, Any]
+
+
+def braid_run_args(
+    source: Path, lake: Path, summary: Path, batch_size: int, dask_workers: int | None
+) -> list[str]:
+    """``python -m`` arguments of `braid run SOURCE --lake LAKE --batch-size N`, summary kept."""
+    args = ["benchmarks.braid_run", str(summary), str(source), "--lake", str(lake)]
+    args += ["--batch-size", str(batch_size)]
+    return args + (["--dask-workers", str(dask_workers)] if dask_workers else [])
+
+
+def braid_run(
+    args: list[str], summary: Path, env: dict[str, str]
+) -> tuple[Measured, dict[str, Any]]:
+    """`braid run` as a process, and its run summary."""
+    measured = run_process([sys.executable, "-m", *args], env=env).check()
+    return measured, json.loads(summary.read_text())
+
+
+def pipeline_runs(work: Path, scale: Scale) -> PipelineRuns:
+    from blocks.settings import BraidSettings
+
+    batch_size = int(BraidSettings.model_fields["batch_size"].default)
+    # A Prefect home of its own, its database made before anything is timed (a first
+    # `braid run` on a fresh home spends seconds creating it), while the data is written.
+    env = clean_env(work / "prefect" if scale.own_prefect_home else None, PYTHONPATH=str(ROOT))
+    migrate = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    ) if scale.own_prefect_home else None  # fmt: skip
+    say(f"a/b/d: making {scale.samples} samples ({scale.samples * 5} objects)")
+    source = data.make_dataset(work / "data", scale.samples, scale.seed)
+    objects = sum(1 for p in source.rglob("*") if p.is_file())
+    if migrate is not None and migrate.wait() != 0:
+        raise RuntimeError("`prefect server database upgrade` failed")
+    say(f"a: the bare loop over {objects} objects")
+    bare_json = work / "bare.json"
+    bare = run_process(
+        [sys.executable, "-m", "benchmarks.bare", str(source), str(bare_json),
+         "--batch-size", str(batch_size)],
+        env=env,
+    ).check()  # fmt: skip
+    lake = work / "lake"
+    say(f"a/b: braid run over {objects} objects")
+    first_json, rerun_json = work / "first.json", work / "rerun.json"
+    args = braid_run_args(source, lake, first_json, batch_size, scale.dask_workers)
+    first, first_summary = braid_run(args, first_json, env)
+    say("d: braid run again over the same, unchanged objects")
+    args = braid_run_args(source, lake, rerun_json, batch_size, scale.dask_workers)
+    rerun, rerun_summary = braid_run(args, rerun_json, env)
+    return PipelineRuns(
+        source, lake, objects, batch_size, scale.dask_workers, env, bare,
+        json.loads(bare_json.read_text()), first, first_summary, rerun, rerun_summary,
+    )  # fmt: skip
+
+
+def figure_a(runs: PipelineRuns) -> dict[str, Any]:
+    """End-to-end `braid run` against the bare loop over the same objects."""
+    bare = runs.bare_result
+    parts = {
+        "objects": runs.objects,
+        "batch_size": runs.batch_size,
+        "braid_run_wall_s": runs.first.wall_s,
+        "bare_loop_wall_s": runs.bare.wall_s,
+        "braid_run_cpu_s": runs.first.cpu_s,
+        "bare_loop_cpu_s": runs.bare.cpu_s,
+        "braid_flow_s": float(runs.first_summary["seconds"]),
+        "bare_loop_s": bare["loop_s"],
+        "braid_landed": sum(m.get("landed", 0) for m in runs.first_summary["modalities"].values()),
+        "braid_run_cpu_s_by_process": runs.first.cpu_by_process,
+        "bare_landed": bare["landed"],
+    }
+    measures = {
+        "wall_ratio": parts["braid_run_wall_s"] / parts["bare_loop_wall_s"],
+        "cpu_ratio": parts["braid_run_cpu_s"] / parts["bare_loop_cpu_s"],
+        "in_process_ratio": parts["braid_flow_s"] / parts["bare_loop_s"],
+        # Imports, Prefect's temporary API server, teardown: what any `braid run` pays.
+        "outside_flow_share": (parts["braid_run_wall_s"] - parts["braid_flow_s"])
+        / parts["braid_run_wall_s"],
+    }
+    return {
+        "title": "a. braid run vs a bare loop of the same extraction functions",
+        "parts": parts,
+        "measures": measures,
+        "targets": [target("wall_ratio", measures["wall_ratio"], "<=", 1.10)],
+    }
+
+
+def figure_b(runs: PipelineRuns) -> dict[str, Any]:
+    """Throughput per modality and CPU seconds per stage, from the lake's costs table."""
+    import duckdb
+
+    run_id = runs.first_summary["flow_run_id"]
+    with duckdb.connect(str(runs.lake / "braid.duckdb"), read_only=True) as con:
+        costs = con.execute(
+            "SELECT modality, stage, count(object_id), sum(cpu_s), sum(wall_s) FROM costs "
+            "WHERE flow_run_id = ? GROUP BY ALL ORDER BY ALL",
+            [run_id],
+        ).fetchall()
+        sizes = con.execute(
+            "SELECT modality, count(*), sum(size_bytes) FROM objects "
+            "WHERE flow_run_id = ? AND status = 'landed' GROUP BY ALL ORDER BY ALL",
+            [run_id],
+        ).fetchall()
+    modalities: dict[str, dict[str, float]] = {
+        m: {"objects": n, "mb": b / 2**20} for m, n, b in sizes
+    }
+    stages: dict[str, dict[str, float]] = {}
+    for modality, stage, _, cpu, wall in costs:
+        total = stages.setdefault(stage, {"cpu_s": 0.0, "wall_s": 0.0})
+        total["cpu_s"] += cpu
+        total["wall_s"] += wall
+        if modality in modalities and stage in ("decode", "embed"):
+            modalities[modality][f"{stage}_cpu_s"] = cpu
+            modalities[modality][f"{stage}_wall_s"] = wall
+    measures: dict[str, float] = {}
+    for modality, row in modalities.items():
+        # One worker's throughput: objects per second of decode and embed time on it.
+        busy = row.get("decode_wall_s", 0.0) + row.get("embed_wall_s", 0.0)
+        measures[f"{modality}_objects_per_s"] = row["objects"] / busy
+        measures[f"{modality}_mb_per_s"] = row["mb"] / busy
+    cpu_total = sum(s["cpu_s"] for s in stages.values())
+    for stage, row in stages.items():
+        measures[f"{stage}_cpu_share"] = row["cpu_s"] / cpu_total
+    flow_s = float(runs.first_summary["seconds"])
+    landed = sum(int(r["objects"]) for r in modalities.values())
+    measures["run_objects_per_s"] = landed / flow_s
+    measures["run_mb_per_s"] = sum(r["mb"] for r in modalities.values()) / flow_s
+    return {
+        "title": "b. throughput per modality and CPU seconds per stage (costs table)",
+        "parts": {"flow_s": flow_s, "cpu_s_total": cpu_total, "modalities": modalities,
+                  "stages": stages},
+        "measures": measures,
+        "targets": [],
+    }  # fmt: skip
+
+
+def figure_d(runs: PipelineRuns) -> dict[str, Any]:
+    """A re-run over unchanged data against the first run."""
+    parts = {
+        "first_flow_s": float(runs.first_summary["seconds"]),
+        "rerun_flow_s": float(runs.rerun_summary["seconds"]),
+        "first_wall_s": runs.first.wall_s,
+        "rerun_wall_s": runs.rerun.wall_s,
+        "rerun_new_objects": runs.rerun_summary["new"],
+        "rerun_known_objects": runs.rerun_summary["known"],
+    }
+    measures = {
+        "flow_ratio": parts["rerun_flow_s"] / parts["first_flow_s"],
+        "wall_ratio": parts["rerun_wall_s"] / parts["first_wall_s"],
+        "rerun_outside_flow_share": (parts["rerun_wall_s"] - parts["rerun_flow_s"])
+        / parts["rerun_wall_s"],
+    }
+    return {
+        "title": "d. re-run over unchanged data vs the first run",
+        "parts": parts,
+        "measures": measures,
+        "targets": [
+            target("flow_ratio", measures["flow_ratio"], "<=", 0.03),
+            target("wall_ratio", measures["wall_ratio"], "<=", 0.03),
+        ],
+    }
+
+
+def profile_pipeline(runs: PipelineRuns, work: Path, a: dict[str, Any], d: dict[str, Any]) -> None:
+    """cProfile the main process of a first run (for a) and of its re-run (for d)."""
+    if not (missed(a) or missed(d)):
+        return
+    lake, summary = work / "lake-profiled", work / "profiled.json"
+    args = braid_run_args(runs.source, lake, summary, runs.batch_size, runs.dask_workers)
+    say("a: profiling braid run (cProfile, main process)")
+    first = profile_process(args, runs.env, work / "first.prof")
+    say("d: profiling the re-run")
+    rerun = profile_process(args, runs.env, work / "rerun.prof")
+    if missed(a):
+        a["profile"] = first
+    if missed(d):
+        d["profile"] = rerun
+
+
+# c: Dask, two workers against one ------------------------------------------------------
+
+
+def spin(n: int) -> int:
+    """Pure CPU work with no I/O and no shared state: what two cores can give two processes."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def _warm(refs: list[Any], limits: Any) -> int:
+    """First calls import av, librosa and PIL; keep that out of the timed part."""
+    from tasks.extract import analyze_object
+
+    return len([analyze_object(ref, limits) for ref in refs])
+
+
+# Objects per task in figure c's diagnostic map.
+CHUNK = 8
+
+
+def _analyze_many(refs: list[Any], limits: Any) -> list[Any]:
+    from tasks.extract import analyze_object
+
+    return [analyze_object(ref, limits) for ref in refs]
+
+
+def figure_c(work: Path, scale: Scale) -> dict[str, Any]:
+    """Decode-bound work on a LocalCluster of processes: two workers against one."""
+    from distributed import Client, LocalCluster
+
+    from tasks.common import Limits
+    from tasks.discover import discover
+    from tasks.extract import analyze_object
+
+    source = data.make_dataset(work / "data", scale.samples, scale.seed)
+    found = discover(str(source), set(), Limits())
+    refs = [r for r in found.new if r.modality in ("image", "video")]
+    items = [refs[i % len(refs)] for i in range(scale.dask_analyses)]
+    warm = [next(r for r in refs if r.modality == m) for m in ("image", "video")]
+    spins = [2_000_000] * max(4, scale.dask_analyses // 20)
+    chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+    parts: dict[str, Any] = {"analyses": len(items), "distinct_objects": len(set(items)),
+                             "videos": sum(r.modality == "video" for r in items),
+                             "objects_per_chunk": CHUNK}  # fmt: skip
+    for workers in (1, 2):
+        say(f"c: {len(items)} image/video analyses on {workers} Dask worker(s)")
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=":0", silence_logs=logging.WARNING,
+            ) as cluster,
+            Client(cluster) as client,
+        ):  # fmt: skip
+            client.run(_warm, warm, Limits())
+            started, client_cpu = time.perf_counter(), time.process_time()
+            analysed = client.gather(
+                client.map(partial(analyze_object, limits=Limits()), items, pure=False)
+            )
+            parts[f"wall_s_{workers}"] = time.perf_counter() - started
+            # The scheduler and this client run in this process, on the same two cores.
+            parts[f"scheduler_cpu_s_{workers}"] = time.process_time() - client_cpu
+            parts[f"cpu_s_{workers}"] = sum(a.cpu_s for a in analysed)
+            parts[f"rejected_{workers}"] = sum(
+                type(a.result).__name__ == "Rejected" for a in analysed
+            )
+            started = time.perf_counter()
+            client.gather(client.map(spin, spins, pure=False))
+            parts[f"spin_wall_s_{workers}"] = time.perf_counter() - started
+            # A diagnostic: the same analyses as fewer, longer tasks.
+            started = time.perf_counter()
+            client.gather(client.map(partial(_analyze_many, limits=Limits()), chunks, pure=False))
+            parts[f"chunked_wall_s_{workers}"] = time.perf_counter() - started
+    measures = {
+        "speedup": parts["wall_s_1"] / parts["wall_s_2"],
+        # The same two clusters on pure CPU work: what the machine gave two processes then.
+        "machine_speedup": parts["spin_wall_s_1"] / parts["spin_wall_s_2"],
+        "utilisation_1": parts["cpu_s_1"] / parts["wall_s_1"],
+        "utilisation_2": parts["cpu_s_2"] / (2 * parts["wall_s_2"]),
+    }
+    measures["speedup_of_machine"] = measures["speedup"] / measures["machine_speedup"]
+    measures["chunked_speedup"] = parts["chunked_wall_s_1"] / parts["chunked_wall_s_2"]
+    measures["mean_task_ms"] = 1000 * parts["wall_s_1"] / len(items)
+    return {
+        "title": "c. Dask: 2 workers vs 1 on decode-bound work (analyze_object, images and videos)",
+        "parts": parts,
+        "measures": measures,
+        "targets": [target("speedup", measures["speedup"], ">=", 1.8)],
+    }
+
+
+# e: memory against the number of objects -----------------------------------------------
+
+
+def figure_e(work: Path, scale: Scale) -> dict[str, Any]:
+    """Peak RSS of the bare extraction path over a small and a ten-times-larger set."""
+    env = clean_env(None, PYTHONPATH=str(ROOT))
+    parts: dict[str, Any] = {}
+    for size, objects in zip(("small", "large"), scale.memory_objects, strict=True):
+        source = data.make_text_series(
+            work / "data", objects, scale.seed, captions=scale.captions_in_memory_sets
+        )
+        say(f"e: bare extraction of {objects} captions and sensor logs")
+        out = work / f"memory-{objects}.json"
+        measured = run_process(
+            [sys.executable, "-m", "benchmarks.bare", str(source), str(out)], env=env
+        ).check()
+        result = json.loads(out.read_text())
+        parts[f"{size}_objects"] = result["objects"]
+        parts[f"{size}_peak_rss_mb"] = result["peak_rss_mb"]
+        parts[f"{size}_peak_tree_rss_mb"] = measured.peak_tree_rss_mb
+        parts[f"{size}_results_mb"] = result["results_mb"]
+    measures = {
+        "rss_ratio": parts["large_peak_rss_mb"] / parts["small_peak_rss_mb"],
+        "tree_rss_ratio": parts["large_peak_tree_rss_mb"] / parts["small_peak_tree_rss_mb"],
+        "objects_ratio": parts["large_objects"] / parts["small_objects"],
+        "results_share_of_growth": (parts["large_results_mb"] - parts["small_results_mb"])
+        / max(1e-9, parts["large_peak_rss_mb"] - parts["small_peak_rss_mb"]),
+    }
+    return {
+        "title": "e. peak RSS, small vs ten times more objects (bare extraction path)",
+        "parts": parts,
+        "measures": measures,
+        "targets": [target("rss_ratio", measures["rss_ratio"], "<=", 1.10)],
+    }
+
+
+# f: top-10 cosine similarity in DuckDB --------------------------------------------------
+
+
+def fused_dim(lake: Path) -> int:
+    """The fused embedding's length under the default models (496): as figure a's run
+    landed it where there is one (asking the text model's config imports transformers)."""
+    import duckdb
+
+    from tasks.common import MODALITIES, Models
+    from tasks.extract import embedding_dim
+
+    if (lake / "braid.duckdb").exists():
+        with duckdb.connect(str(lake / "braid.duckdb"), read_only=True) as con:
+            row = con.execute("SELECT any_value(embedding_dim) FROM fused").fetchone()
+        if row and row[0]:
+            return int(row[0])
+    return sum(embedding_dim(m, Models()) for m in MODALITIES)
+
+
+def write_fused(lake: Path, rows: int, dim: int, seed: int, chunk: int = 100_000) -> list[Path]:
+    """Random unit vectors as fused-table parts, written the way the lake writes parts."""
+    import numpy as np
+    import polars as pl
+
+    from tasks import lake as lake_io
+
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC)
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        vectors = rng.standard_normal((n, dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        frame = pl.DataFrame(
+            {
+                "sample_id": [f"sample-{i:07d}" for i in range(start, start + n)],
+                "embedding": vectors,
+                "embedding_dim": pl.Series([dim] * n, dtype=pl.Int32),
+                "landed_at": pl.Series([now] * n),
+            }
+        )
+        lake_io.write_part(lake, "fused", frame, f"part-{start // chunk:04d}")
+    return lake_io.parts(lake, "fused")
+
+
+def numpy_top10(files: list[Path], query: Any) -> tuple[float, list[int]]:
+    """Brute force over the same vectors, already in memory: best of three, and the rows."""
+    import numpy as np
+    import polars as pl
+
+    # Parts are in sample order, so row i is sample i.
+    vectors = pl.scan_parquet(files).select("embedding").collect()["embedding"].to_numpy()
+
+    def top10() -> list[int]:
+        scores = vectors @ query
+        best = np.argpartition(-scores, 10)[:10]
+        return sorted(best.tolist(), key=lambda i: -scores[i])
+
+    return best_of(3, top10)
+
+
+def best_of(times: int, call: Callable[[], Any]) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(times):
+        started = time.perf_counter()
+        result = call()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
+    """Top-10 cosine similarity over random unit vectors of the fused dimension."""
+    import duckdb
+    import numpy as np
+
+    from tasks import lake as lake_io
+    from tasks.tables import TABLES
+
+    dim, rows = fused_dim(work / "lake"), scale.similarity_rows
+    lake = work / "similarity-lake"
+    say(f"f: writing {rows} fused rows of {dim} floats as Parquet")
+    started = time.perf_counter()
+    files = write_fused(lake, rows, dim, scale.seed)
+    generate_s = time.perf_counter() - started
+    query = np.random.default_rng([scale.seed, 1]).standard_normal(dim).astype(np.float32)
+    query /= np.linalg.norm(query)
+    listing = ", ".join(f"'{p.resolve()}'" for p in files)
+    top10 = (
+        "SELECT sample_id, array_cosine_similarity(embedding::FLOAT[{d}], $q::FLOAT[{d}]) AS score "
+        "FROM {source} ORDER BY score DESC LIMIT 10"
+    )
+    parquet_sql = top10.format(d=dim, source=f"read_parquet([{listing}])")
+    params = {"q": query.tolist()}
+    parts: dict[str, Any] = {"rows": rows, "dim": dim, "parts": len(files), "generate_s": generate_s,
+                             "parquet_mb": sum(p.stat().st_size for p in files) / 2**20}  # fmt: skip
+    with duckdb.connect() as con:
+        (threads,) = con.execute("SELECT current_setting('threads')").fetchone() or (0,)
+        parts["duckdb_threads"] = int(threads)
+        say("f: top 10 over the Parquet parts")
+        parts["parquet_s"], parquet_top = best_of(
+            2, lambda: con.execute(parquet_sql, params).fetchall()
+        )
+        started = time.perf_counter()
+        con.execute(
+            f"CREATE TABLE fused_table AS SELECT sample_id, embedding::FLOAT[{dim}] AS embedding "
+            f"FROM read_parquet([{listing}])"
+        )
+        parts["table_load_s"] = time.perf_counter() - started
+        say("f: top 10 over a DuckDB table")
+        table_sql = top10.format(d=dim, source="fused_table")
+        parts["table_s"], table_top = best_of(3, lambda: con.execute(table_sql, params).fetchall())
+    say("f: the same top 10 with numpy, in memory (the machine's reference)")
+    parts["numpy_s"], numpy_best = numpy_top10(files, query)
+    with duckdb.connect() as con:
+        lake_io.create_views(con, lake, {"fused": TABLES["fused"]})
+        say("f: top 10 through the lake's `fused` view (deduplicating parts)")
+        view_sql = top10.format(d=dim, source="fused")
+        parts["view_s"], view_top = best_of(1, lambda: con.execute(view_sql, params).fetchall())
+    ids = [row[0] for row in parquet_top]
+    parts["same_top10"] = ids == [row[0] for row in table_top] == [
+        row[0] for row in view_top
+    ] and ids == [f"sample-{i:07d}" for i in numpy_best]
+    measures = {
+        "parquet_s": parts["parquet_s"],
+        "table_s": parts["table_s"],
+        "view_s": parts["view_s"],
+        "parquet_vs_numpy": parts["parquet_s"] / parts["numpy_s"],
+        "table_vs_numpy": parts["table_s"] / parts["numpy_s"],
+        "view_vs_parquet": parts["view_s"] / parts["parquet_s"],
+    }
+    figure = {
+        "title": f"f. DuckDB top-10 cosine similarity over {rows:,} fused rows (FLOAT[{dim}])",
+        "parts": parts,
+        "measures": measures,
+        "targets": [
+            target("parquet_s", parts["parquet_s"], "<=", 1.0),
+            target("table_s", parts["table_s"], "<=", 1.0),
+        ],
+    }
+    if missed(figure) and scale.profile_misses:
+        say("f: profiling the Parquet and view queries (DuckDB's JSON profile)")
+        figure["profile"] = {
+            "parquet_query": duckdb_profile(parquet_sql, params, work),
+            "view_query": duckdb_profile(
+                view_sql,
+                params,
+                work,
+                lambda con: lake_io.create_views(con, lake, {"fused": TABLES["fused"]}),
+            ),
+        }
+    return figure
+
+
+def duckdb_profile(
+    sql: str,
+    params: dict[str, Any],
+    work: Path,
+    setup: Callable[[Any], Any] | None = None,
+    top: int = 6,
+) -> list[str]:
+    """DuckDB's own profile of a query: totals, memory, and its heaviest operators."""
+    import duckdb
+
+    out = work / "duckdb-profile.json"
+    with duckdb.connect() as con:
+        if setup is not None:
+            setup(con)
+        con.execute("PRAGMA enable_profiling = 'json'")
+        con.execute(f"PRAGMA profiling_output = '{out}'")
+        con.execute(sql, params).fetchall()
+    profile = json.loads(out.read_text())
+    operators: list[tuple[float, str]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        name = node.get("name") or node.get("operator_name") or node.get("operator_type")
+        seconds = node.get("timing", node.get("operator_timing"))
+        if name and isinstance(seconds, int | float):
+            extra = node.get("extra_info") if isinstance(node.get("extra_info"), dict) else {}
+            detail = extra.get("Function") or extra.get("Table") or ""
+            rows = node.get("intermediate_rows")
+            label = f"{name.strip()} {detail}".strip() + (f", {rows:,} rows" if rows else "")
+            operators.append((float(seconds), label))
+        for child in node.get("children", []):
+            walk(child)
+
+    roots = profile.get("operator") or profile.get("children") or []
+    for root in roots if isinstance(roots, list) else [roots]:
+        walk(root)
+    query, system = profile.get("query", {}), profile.get("system", {})
+    lines = []
+    if query:
+        lines.append(
+            f"query {query.get('total_time', 0):.2f} s, CPU {query.get('cpu_time', 0):.2f} s"
+        )
+    if system:
+        lines.append(
+            f"peak buffer memory {system.get('peak_buffer_memory', 0) / 2**20:.0f} MB, "
+            f"spilled {system.get('total_bytes_spilled', 0) / 2**20:.0f} MB"
+        )
+    lines.append("operators (seconds summed over threads):")
+    return lines + [f"{s:8.2f} s  {n}" for s, n in sorted(operators, reverse=True)[:top]]
+
+
+# g: event to queryable with `braid up` ---------------------------------------------------
+
+
+def latency_parts(dropped: float, queryable: float, run: dict[str, float]) -> dict[str, float]:
+    """Where one file's latency went, from epoch seconds: when it was dropped, the ingest
+    run's timestamps (created, expected start, pending, start, end) and when a query saw it.
+
+    The worker submits a run a few seconds before its scheduled start (it prefetches),
+    so part of the flow process's start-up hides inside the debounce window: without the
+    debounce the latency lies between the latency less the window and that plus the time
+    the run was already pending before its scheduled start.
+    """
+    debounce = run["expected_start"] - run["created"]
+    hidden = max(0.0, run["expected_start"] - run["pending"])
+    return {
+        "latency_s": queryable - dropped,
+        "to_run_created_s": run["created"] - dropped,  # watcher settle, event, automation
+        "debounce_s": debounce,  # the trigger's schedule_after
+        "pending_before_schedule_s": hidden,  # process start-up overlapping the window
+        "pickup_s": run["start"] - run["expected_start"],  # scheduled start to running
+        "flow_run_s": run["end"] - run["start"],  # child run, landing, fusion, catalog
+        "to_query_s": queryable - run["end"],
+        "latency_without_debounce_s": queryable - dropped - debounce,
+        "latency_without_debounce_upper_s": queryable - dropped - debounce + hidden,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def landed_objects(lake: Path) -> int:
+    import duckdb
+
+    try:
+        with duckdb.connect(str(lake / "braid.duckdb"), read_only=True) as con:
+            row = con.execute("SELECT count(*) FROM objects WHERE status = 'landed'").fetchone()
+            return int(row[0]) if row else 0
+    except (duckdb.Error, OSError):
+        return 0  # no catalog yet, or it is being swapped in
+
+
+def ingest_run_after(api_url: str, after: float) -> dict[str, float] | None:
+    """Timestamps (epoch seconds) of the first finished ingest run created after ``after``."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with SyncPrefectClient(api_url) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["ingest"]))
+        )
+        finished = sorted(
+            (r for r in runs if r.created and r.created.timestamp() >= after - 1 and r.end_time),
+            key=lambda r: r.created,
+        )
+        if not finished:
+            return None
+        run = finished[0]
+        states = client.read_flow_run_states(run.id)
+    pending = min(s.timestamp.timestamp() for s in states if s.type.value == "PENDING")
+    return {
+        "created": run.created.timestamp(),
+        "expected_start": run.expected_start_time.timestamp(),
+        "pending": pending,
+        "start": run.start_time.timestamp(),
+        "end": run.end_time.timestamp(),
+    }
+
+
+def drop_file(original: Path, landing: Path, name: str, tag: str) -> float:
+    """Write a new object into the landing folder as uploaders do (partial name, then rename)."""
+    import os
+
+    folder = landing / name
+    folder.mkdir(parents=True, exist_ok=True)
+    partial_path = folder / f"{original.name}.part"
+    data.COPIERS[original.suffix](original, partial_path, tag)
+    os.replace(partial_path, folder / original.name)
+    return time.time()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def figure_g(work: Path, scale: Scale) -> dict[str, Any]:
+    """One file dropped into `braid up`'s landing folder until a query sees it."""
+    title = "g. event to queryable for one file with braid up"
+    if scale.event_drops == 0:
+        return {"title": title, "skipped": f"not at the {scale.name} scale (starts a whole stack)"}
+    from deployments.up import Stack, stop, up
+
+    first = data.real_samples(work / "data" / "base", 1, scale.seed)[0]
+    image = next(first.glob("image.*"))
+    stack_root = work / "stack"
+    stack = Stack(home=stack_root / "home", landing=stack_root / "landing",
+                  lake=stack_root / "lake", port=free_port())  # fmt: skip
+    say("g: starting braid up (server, pools, deployments, workers, watcher)")
+    started_at = time.perf_counter()
+    started = up(stack)
+    drops: list[dict[str, float]] = []
+    try:
+        stack_start_s = time.perf_counter() - started_at
+        for k in range(scale.event_drops + 1):
+            label = "warm-up drop" if k == 0 else f"drop {k}/{scale.event_drops}"
+            say(f"g: {label}: one image into the landing folder")
+            dropped = drop_file(image, stack.landing, f"drop-{k:02d}", f"event-{k}")
+            wait_until(lambda k=k: landed_objects(stack.lake) >= k + 1, 300, "the file to land")
+            queryable = time.time()
+            run = wait_until(lambda d=dropped: ingest_run_after(stack.api_url, d), 60, "the run")
+            if k > 0:
+                drops.append(latency_parts(dropped, queryable, run))
+    finally:
+        say("g: stopping braid up")
+        stop(started)
+    parts: dict[str, Any] = {"stack_start_s": stack_start_s, "drops": drops,
+                             "configured_debounce_s": DEBOUNCE_S}  # fmt: skip
+    median = {key: _median([d[key] for d in drops]) for key in drops[0]}
+    parts["median"] = median
+    measures = {
+        "latency_s": median["latency_s"],
+        "latency_without_debounce_s": median["latency_without_debounce_s"],
+        "latency_without_debounce_upper_s": median["latency_without_debounce_upper_s"],
+        "debounce_share": median["debounce_s"] / median["latency_s"],
+    }
+    return {
+        "title": title,
+        "parts": parts,
+        "measures": measures,
+        "targets": [
+            target("latency_s", measures["latency_s"], "<=", 10.0),
+            target(
+                "latency_without_debounce_s", measures["latency_without_debounce_s"], "<=", 10.0
+            ),
+            target(
+                "latency_without_debounce_upper_s",
+                measures["latency_without_debounce_upper_s"],
+                "<=",
+                10.0,
+            ),
+        ],
+        "profile": {"median_breakdown_s": {k: round(v, 2) for k, v in median.items()}},
+    }
+
+
+def _median(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+# Running them --------------------------------------------------------------------------
+
+
+def run_all(scale: Scale, work: Path, only: Iterable[str] = FIGURES) -> dict[str, Any]:
+    """Measure the chosen figures at a scale, in ``work``; the results as a dict."""
+    import os
+
+    chosen = set(only)
+    work.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "scale": asdict(scale),
+        "machine": machine(),
+        "figures": {},
+    }
+    figures = results["figures"]
+    if chosen & {"a", "b", "d"}:
+        runs = pipeline_runs(work, scale)
+        a, d = figure_a(runs), figure_d(runs)
+        if scale.profile_misses:
+            profile_pipeline(runs, work, a, d)
+        for key, figure in (("a", a), ("b", figure_b(runs)), ("d", d)):
+            if key in chosen:
+                figures[KEYS[key]] = figure
+    steps: dict[str, Callable[[Path, Scale], dict[str, Any]]] = {
+        "c": figure_c, "e": figure_e, "f": figure_f, "g": figure_g,
+    }  # fmt: skip
+    for key, step in steps.items():
+        if key in chosen:
+            figures[KEYS[key]] = step(work, scale)
+    results["figures"] = {KEYS[k]: figures[KEYS[k]] for k in FIGURES if KEYS[k] in figures}
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["elapsed_s"] = time.perf_counter() - began
+    return results
