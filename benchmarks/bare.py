@@ -13,23 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tasks.common import Limits, Models, ObjectRef
-
-
-def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:
-    """The pipeline's batches (``flows.pipeline.plan_batches``, which imports Prefect)."""
-    by_modality: dict[str, list[ObjectRef]] = defaultdict(list)
-    for ref in refs:
-        by_modality[ref.modality].append(ref)
-    return [
-        (modality, group[start : start + batch_size])
-        for modality, group in sorted(by_modality.items())
-        for start in range(0, len(group), batch_size)
-    ]
+from tasks.common import Limits, Models
+from tasks.extract import plan_batches
 
 
 def run(source: str, batch_size: int) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from tasks.extract import (
     extract_batch,
     failed_batch,
     model_id_for,
+    plan_batches,
     rejected_at_discovery,
     validation_rejects,
 )
@@ -292,18 +293,6 @@ def summarise_costs(lake_path: str, run_id: str) -> dict[str, dict[str, float]]:
         }
         for row in summary.sort("stage").iter_rows(named=True)
     }
-
-
-def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:
-    """Group new objects by modality and cut each group into batches."""
-    by_modality: dict[str, list[ObjectRef]] = defaultdict(list)
-    for ref in refs:
-        by_modality[ref.modality].append(ref)
-    return [
-        (modality, group[start : start + batch_size])
-        for modality, group in sorted(by_modality.items())
-        for start in range(0, len(group), batch_size)
-    ]
 
 
 def stage_plan(staging: str | Path, part: str, batches: list[tuple[str, list[ObjectRef]]]) -> str:

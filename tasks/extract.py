@@ -9,6 +9,7 @@ with its stage and reason; it never fails the batch.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -334,3 +335,15 @@ def failed_batch(
             [_object_row(r, "quarantined", flow_run_id, now) for r in refs], OBJECTS
         ),
     )
+
+
+def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:
+    """Group new objects by modality and cut each group into batches."""
+    by_modality: dict[str, list[ObjectRef]] = defaultdict(list)
+    for ref in refs:
+        by_modality[ref.modality].append(ref)
+    return [
+        (modality, group[start : start + batch_size])
+        for modality, group in sorted(by_modality.items())
+        for start in range(0, len(group), batch_size)
+    ]

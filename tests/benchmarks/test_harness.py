@@ -119,17 +119,6 @@ def test_the_report_has_a_row_per_measure_and_the_machine(bench) -> None:
     assert all(f["why"] and f["why"] in markdown for f in missed if f["title"][0] != "b")
 
 
-def test_the_bare_loop_cuts_the_pipelines_batches(sample_dir: Path) -> None:
-    from benchmarks.bare import plan_batches
-    from flows.pipeline import plan_batches as pipeline_batches
-    from tasks.common import Limits
-    from tasks.discover import discover
-
-    refs = discover(str(sample_dir), set(), Limits()).new
-    for size in (1, 2, 32):
-        assert plan_batches(refs, size) == pipeline_batches(refs, size)
-
-
 def test_copies_are_new_objects_that_decode_like_their_originals(tmp_path: Path) -> None:
     from tasks.common import Analysis, Limits
     from tasks.discover import discover
