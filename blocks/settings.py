@@ -97,7 +97,16 @@ class BraidSettings(Block):
     max_video_frames: int = Field(
         default=32, ge=1, description="At most this many frames per video."
     )
-
+    inline_max_objects: int = Field(
+        default_factory=lambda: int(os.environ.get("BRAID_INLINE_MAX_OBJECTS", "8")),
+        ge=0,
+        description=(
+            "A run with at most this many new objects extracts them in its own process, "
+            "without starting a Dask cluster or child runs (which cost seconds, more than a "
+            "few objects' work): a single upload lands sooner. 0 never does "
+            "(default: $BRAID_INLINE_MAX_OBJECTS, else 8)."
+        ),
+    )
     fan_out: str = Field(
         default="local",
         pattern="^(local|deployments)$",

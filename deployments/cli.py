@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from deployments import local_api
+
 POLICIES = ("quarantine", "fail", "warn")
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -185,6 +187,13 @@ def _processing_options(parser: argparse.ArgumentParser) -> None:
         "deployment runs on each modality's work pool (needs a server and workers, see `braid up`)",
     )
     parser.add_argument(
+        "--inline-max-objects",
+        type=_non_negative,
+        metavar="N",
+        help="a run with at most N new objects extracts them in its own process, without a "
+        "Dask cluster or child runs (default 8; 0 never)",
+    )
+    parser.add_argument(
         "--quality-policy",
         choices=POLICIES,
         help="what failed validation does to every table (default quarantine)",
@@ -221,6 +230,7 @@ def _processing_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "quality_policy": args.quality_policy,
         "quality_policies": dict(args.policy_for) or None,
         "fan_out": args.fan_out,
+        "inline_max_objects": args.inline_max_objects,
     }
 
 
@@ -228,6 +238,13 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return number
 
 
@@ -252,10 +269,12 @@ def cmd_run(args: argparse.Namespace) -> None:
         source = source_root(args.source)
     except OSError as exc:
         raise CommandError(str(exc)) from exc
+    api = local_api.start_early()  # boots while the pipeline imports
     _check_models(args)
     from flows.pipeline import pipeline
 
-    summary = pipeline(source=source, lake_path=args.lake, **_processing_parameters(args))
+    with local_api.serving(api):
+        summary = pipeline(source=source, lake_path=args.lake, **_processing_parameters(args))
     print_summary(summary)
 
 
@@ -266,16 +285,18 @@ def cmd_redrive(args: argparse.Namespace) -> None:
         connect(args.lake).close()
     except FileNotFoundError as exc:
         raise CommandError(str(exc)) from exc
+    api = local_api.start_early()  # boots while the pipeline imports
     _check_models(args)
     from flows.pipeline import redrive
 
-    summary = redrive(
-        lake_path=args.lake,
-        stage=args.stage,
-        reason=args.reason,
-        object_id=args.object_id,
-        **_processing_parameters(args),
-    )
+    with local_api.serving(api):
+        summary = redrive(
+            lake_path=args.lake,
+            stage=args.stage,
+            reason=args.reason,
+            object_id=args.object_id,
+            **_processing_parameters(args),
+        )
     print(f"redriving {summary['redriven']} quarantined objects")
     print_summary(summary)
 

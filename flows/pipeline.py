@@ -30,6 +30,8 @@ from tasks.common import MODALITIES, Limits, Models, ObjectRef
 from tasks.discover import Discovery, discover, inspect_object
 from tasks.extract import (
     BatchResult,
+    apply_each,
+    chunks,
     embedding_dim,
     extract_batch,
     failed_batch,
@@ -97,8 +99,9 @@ def discover_objects(source: str, lake_path: str, limits: Limits) -> Discovery:
 def dask_mapper() -> Iterator[Callable[..., list[Any]]]:
     """Map plain functions over a batch on the flow's Dask cluster.
 
-    The calling task secedes from its worker's thread pool while it waits, so the
-    objects of its batch can run on every worker, its own included.
+    Items go to Dask a few per task (``chunks``): per object, scheduling would cost a
+    third of an image's decoding. The calling task secedes from its worker's thread
+    pool while it waits, so its batch can run on every worker, its own included.
     """
     from distributed import rejoin, secede
 
@@ -106,10 +109,11 @@ def dask_mapper() -> Iterator[Callable[..., list[Any]]]:
     with get_dask_client(set_as_default=False) as client:
 
         def mapper(function: Callable[..., Any], items: list[Any]) -> list[Any]:
-            futures = client.map(function, items, pure=False)
+            threads = sum(client.nthreads().values())
+            futures = client.map(apply_each, chunks(items, threads), function=function, pure=False)
             secede()
             try:
-                return client.gather(futures)  # type: ignore[no-any-return]
+                return [result for chunk in client.gather(futures) for result in chunk]
             finally:
                 rejoin()
 
@@ -123,6 +127,14 @@ def extract_features(
     """Decode, measure and embed one batch of one modality."""
     with dask_mapper() as mapper:
         return extract_batch(modality, refs, models, limits, flow_run_id, mapper=mapper)
+
+
+@task(name="extract-features-in-flow", tags=["braid-extract"])
+def extract_features_in_flow(
+    modality: str, refs: list[ObjectRef], models: Models, limits: Limits, flow_run_id: str
+) -> BatchResult:
+    """Decode, measure and embed one batch of a small run in the flow's own process."""
+    return extract_batch(modality, refs, models, limits, flow_run_id)
 
 
 @task(name="validate-table")
@@ -476,7 +488,14 @@ def process(
     if batches:
         dims = {m: embedding_dim(m, models) for m in MODALITIES}
         params = quality_params(settings, dims)
-        if settings.fan_out == "deployments":
+        if len(found.new) <= settings.inline_max_objects:
+            # A few objects: a Dask cluster or a child run would take longer to start.
+            futures = [
+                extract_features_in_flow.submit(modality, refs, models, limits, run_id)
+                for modality, refs in batches
+            ]
+            extracted = gather_batches(futures, ", in the flow's process")
+        elif settings.fan_out == "deployments":
             extracted = fan_out_to_deployments(batches, settings, run_id)
         else:
             runner = dask_runner(settings.dask_address, settings.dask_workers)
@@ -553,6 +572,7 @@ def pipeline(
     quality_policies: dict[str, str] | None = None,
     modalities: list[str] | None = None,
     fan_out: str | None = None,
+    inline_max_objects: int | None = None,
 ) -> dict[str, Any]:
     """Turn what is new under ``source`` into validated feature tables, fused per sample.
 
@@ -562,7 +582,8 @@ def pipeline(
     settings = resolve_settings(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
-        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies, fan_out=fan_out,
+        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
+        fan_out=fan_out, inline_max_objects=inline_max_objects,
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
@@ -595,6 +616,7 @@ def redrive(
     quality_policy: str | None = None,
     quality_policies: dict[str, str] | None = None,
     fan_out: str | None = None,
+    inline_max_objects: int | None = None,
 ) -> dict[str, Any]:
     """Re-process quarantined objects (after a fix, a new limit or a new model).
 
@@ -606,7 +628,8 @@ def redrive(
     settings = resolve_settings(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
-        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies, fan_out=fan_out,
+        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
+        fan_out=fan_out, inline_max_objects=inline_max_objects,
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")

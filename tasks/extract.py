@@ -27,6 +27,9 @@ from tasks.tables import COSTS, OBJECTS, QUARANTINE, TABLES, feature_table
 
 Mapper = Callable[[Callable[[ObjectRef], Any], list[ObjectRef]], Iterable[Any]]
 
+# A Dask task costs a few milliseconds of scheduling; an image analysis about twenty.
+MAX_OBJECTS_PER_TASK = 8
+
 ANALYZERS: dict[str, Callable[[bytes, Limits, str], Analysis]] = {
     "image": image.analyze,
     "text": text.analyze,
@@ -81,6 +84,18 @@ def analyze_object(ref: ObjectRef, limits: Limits) -> Analysed:
         except Exception as exc:  # a decoder's own error: keep the batch going
             result = Rejected("decode", reason_for(exc))
     return Analysed(ref, result, time.process_time() - cpu, time.perf_counter() - wall)
+
+
+def chunks(items: list[Any], threads: int) -> list[list[Any]]:
+    """Cut a batch into tasks: about two per thread, so a slow object can't idle the rest,
+    and at most ``MAX_OBJECTS_PER_TASK`` each, so scheduling stays a small share of the work."""
+    size = max(1, min(MAX_OBJECTS_PER_TASK, -(-len(items) // (2 * max(1, threads)))))
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def apply_each(items: list[Any], function: Callable[[Any], Any]) -> list[Any]:
+    """``function`` over a chunk of items, in order: one Dask task's work."""
+    return [function(item) for item in items]
 
 
 def model_id_for(modality: str, models: Models) -> str:

@@ -153,6 +153,10 @@ def test_run_failures_exit_non_zero_with_one_clear_line(tmp_path) -> None:
     assert "cannot load image model" in model.stderr and "Traceback" not in model.stderr
     bad_args = braid("run", str(tmp_path), "--batch-size", "0", home=tmp_path, check=False)
     assert bad_args.returncode == 2 and "must be at least 1" in bad_args.stderr
+    bad_inline = braid(
+        "run", str(tmp_path), "--inline-max-objects", "-1", home=tmp_path, check=False
+    )
+    assert bad_inline.returncode == 2 and "must be at least 0" in bad_inline.stderr
     no_lake = braid(
         "sql", "select 1", "--lake", str(tmp_path / "nolake"), home=tmp_path, check=False
     )

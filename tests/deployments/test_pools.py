@@ -439,23 +439,27 @@ def test_job_variables_are_valid_for_the_template(variant, template):
         )
 
 
-def test_ingest_fans_out_and_is_triggered_debounced(variant):
+def test_ingest_fans_out_and_is_triggered_at_once_and_when_a_burst_ends(variant):
     ingest = by_name(variant)["ingest"]
     assert ingest["parameters"] == {"fan_out": "deployments", "lake_path": LAKE_MOUNT}
     assert by_name(variant)["backfill"]["parameters"] == ingest["parameters"]
     assert ingest["concurrency_limit"] == 1
-    (trigger,) = ingest["triggers"]
-    assert trigger["match"] == {"prefect.resource.id": f"{RESOURCE_PREFIX}*"}
-    assert trigger["expect"] == [EVENT]
-    assert trigger["posture"] == "Reactive"
-    assert trigger["parameters"] == {"source": "{{ event.payload.source }}"}
-    delay = re.fullmatch(r"PT(\d+)S", trigger["schedule_after"])
+    at_once, window_closed = ingest["triggers"]
+    for trigger in (at_once, window_closed):
+        assert trigger["match"] == {"prefect.resource.id": f"{RESOURCE_PREFIX}*"}
+        assert trigger["expect"] == [EVENT]
+        assert trigger["posture"] == "Reactive"
+        assert trigger["threshold"] == 1
+        assert trigger["parameters"] == {"source": "{{ event.payload.source }}"}
+        assert trigger["within"] > 0
+    assert "schedule_after" not in at_once
+    delay = re.fullmatch(r"PT(\d+)S", window_closed["schedule_after"])
     assert delay
-    assert trigger["within"] > 0
-    assert timedelta(seconds=int(delay.group(1))) == timedelta(seconds=trigger["within"])
-    # The same debounce as the local stack's.
+    assert timedelta(seconds=int(delay.group(1))) == timedelta(seconds=window_closed["within"])
+    assert {k: v for k, v in window_closed.items() if k != "schedule_after"} == at_once
+    # The same triggers as the local stack's.
     local = by_name(yaml.safe_load((ROOT / "prefect.yaml").read_text()))["ingest"]
-    assert trigger == local["triggers"][0]
+    assert ingest["triggers"] == local["triggers"]
 
 
 def test_build_push_pull_use_the_projects_image(variant):

@@ -84,6 +84,8 @@ def stack(tmp_path_factory, moto_s3):
     home, landing, lake, port = root / "home", root / "landing", root / "lake", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
     env |= moto_s3  # the workers' flow runs read s3:// sources from moto
+    # A sample's five objects fan out to child runs; a single file runs in the ingest run.
+    env["BRAID_INLINE_MAX_OBJECTS"] = "4"
     process = subprocess.Popen(
         [sys.executable, "-m", "deployments.cli", "up", "--home", str(home), "--landing",
          str(landing), "--lake", str(lake), "--port", str(port)],
@@ -149,8 +151,9 @@ def test_an_event_storm_makes_a_bounded_number_of_runs_and_one_row_per_object(
     wait_for(lambda: landed(stack["lake"]) == 10, 240, "sample-0001 to land")
     time.sleep(DEBOUNCE_S + 5)  # let any run the storm's tail triggered be created
     new = [r for r in flow_runs(stack["api"], "ingest") if r.id not in before]
-    # Bound: one run per debounce window the storm (and the watcher's own events) spans, plus one.
-    bound = int(storm_s // DEBOUNCE_S) + 2
+    # Bound: two runs (at once, and when it closes) per window the storm (and the watcher's
+    # own events) spans, plus a window's two.
+    bound = 2 * (int(storm_s // DEBOUNCE_S) + 2)
     assert 1 <= len(new) <= bound, (len(new), storm_s)
     with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
         assert con.execute(
@@ -211,9 +214,11 @@ def test_ingest_runs_one_at_a_time(stack) -> None:
         automations = client.read_automations()
     assert deployment.global_concurrency_limit is not None
     assert deployment.global_concurrency_limit.limit == 1
-    (trigger,) = [a.trigger for a in automations if a.name.startswith("ingest")]
-    assert trigger.within.total_seconds() == DEBOUNCE_S
-    assert trigger.match.model_dump() == {"prefect.resource.id": "braid.object.*"}
+    triggers = [a.trigger for a in automations if a.name.startswith("ingest")]
+    assert len(triggers) == 2  # at once, and when the window closes
+    for trigger in triggers:
+        assert trigger.within.total_seconds() == DEBOUNCE_S
+        assert trigger.match.model_dump() == {"prefect.resource.id": "braid.object.*"}
 
 
 def s3_uris_landed(lake: Path) -> int:
@@ -303,6 +308,43 @@ def _healthy(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_single_file_lands_at_once_in_the_ingest_run_itself(stack) -> None:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    wait_for(lambda: landed(stack["lake"]) >= 5, 240, "the first sample to land")
+    before = {r.id for r in flow_runs(stack["api"], "ingest")}
+    folder = stack["landing"] / "single"
+    folder.mkdir()
+    (folder / ".note.txt.part").write_text("One caption, uploaded on its own, not part of a burst.")
+    dropped = time.time()
+    (folder / ".note.txt.part").rename(folder / "note.txt")
+
+    def landed_run() -> str | None:
+        try:
+            with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
+                row = con.execute(
+                    "SELECT flow_run_id FROM text_features WHERE uri LIKE '%/single/note.txt'"
+                ).fetchone()
+        except duckdb.Error:
+            return None  # the catalog is being swapped in
+        return row[0] if row else None
+
+    run_id = wait_for(landed_run, 120, "the single file to land")
+    (run,) = [r for r in flow_runs(stack["api"], "ingest") if str(r.id) == run_id]
+    assert run.id not in before
+    # Not debounced: the run started as the event arrived, not when its window closed.
+    assert run.start_time.timestamp() - dropped < DEBOUNCE_S
+    # And extracted in its own process: no process-<modality> child run.
+    pools = [f"process-{m}" for m in ("image", "text", "audio", "video", "timeseries")]
+    with SyncPrefectClient(stack["api"]) as client:
+        children = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=pools))
+        )
+        parents = {client.read_task_run(c.parent_task_run_id).flow_run_id for c in children}
+    assert run.id not in parents
 
 
 def test_braid_down_stops_everything_it_started(stack) -> None:

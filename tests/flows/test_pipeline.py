@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from uuid import UUID
 
 import duckdb
 import numpy as np
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
 
 from flows.pipeline import pipeline, plan_batches
 from tasks.common import MODALITIES, ObjectRef
@@ -159,3 +165,35 @@ def test_a_run_announces_landed_tables_and_samples(model_run) -> None:
     assert all(sorted(e.payload["modalities"]) == sorted(MODALITIES) for e in samples)
     # A re-run that lands nothing announces nothing.
     assert _events("braid.batch.landed", second["flow_run_id"], 1, timeout=2) == []
+
+
+def test_a_small_run_extracts_in_its_own_process_and_lands_the_same_rows(
+    sample_dir: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "one-sample"
+    shutil.copytree(sample_dir / "sample-0000", source / "sample-0000")
+    rows = {}
+    for label, inline in (("inline", 8), ("dask", 0)):
+        lake = tmp_path / f"lake-{label}"
+        summary = pipeline(
+            source=str(source), lake_path=str(lake), dask_workers=1, inline_max_objects=inline
+        )
+        with get_client(sync_client=True) as client:
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[summary["flow_run_id"]])
+                )
+            )
+            own = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(summary["flow_run_id"])]))
+            tasks = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs(flow_run_filter=own)}
+        # Five objects under 8: no Dask subflow, the batches are the run's own tasks.
+        assert len(children) == (0 if label == "inline" else 1), label
+        assert ("extract-features-in-flow" in tasks) == (label == "inline"), tasks
+        with duckdb.connect(str(lake / CATALOG_FILE), read_only=True) as con:
+            rows[label] = con.execute(
+                "SELECT object_id, modality, status FROM objects ORDER BY object_id"
+            ).fetchall()
+            rows[label] += con.execute("SELECT sample_id, embedding FROM fused").fetchall()
+    assert len(rows["inline"]) == 5 + 1
+    assert rows["inline"][:5] == rows["dask"][:5]
+    assert np.allclose(rows["inline"][5][1], rows["dask"][5][1], atol=1e-5)

@@ -13,7 +13,15 @@ from tasks import audio, image, text, timeseries, video
 from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected
 from tasks.discover import discover
 from tasks.encoders import DEFAULT_TEXT_MODEL, embed_audio, embed_images
-from tasks.extract import BatchResult, embed_batch, embedding_dim, extract_batch, failed_batch
+from tasks.extract import (
+    BatchResult,
+    apply_each,
+    chunks,
+    embed_batch,
+    embedding_dim,
+    extract_batch,
+    failed_batch,
+)
 from tasks.tables import OBJECTS, QUARANTINE, TABLES, feature_table
 
 RUN = "run-1"
@@ -246,3 +254,32 @@ def test_a_failed_child_batch_quarantines_every_object_with_the_reason(refs) -> 
     assert set(result.quarantine["reason"]) == {"child flow run x (braid-audio) ended crashed: OOM"}
     assert set(result.objects["status"]) == {"quarantined"}
     assert result.objects.height == len(batch)
+
+
+@pytest.mark.parametrize(
+    ("n", "threads", "sizes"),
+    [
+        (32, 2, [8, 8, 8, 8]),  # two tasks per thread
+        (5, 4, [1, 1, 1, 1, 1]),  # never an empty task, never more tasks than items
+        (100, 1, [8] * 12 + [4]),  # capped, so one thread still gets small tasks
+        (0, 2, []),
+        (3, 0, [2, 1]),  # a cluster still starting reports no threads
+    ],
+)
+def test_batches_go_to_dask_a_few_objects_per_task(n: int, threads: int, sizes: list[int]) -> None:
+    items = list(range(n))
+    cut = chunks(items, threads)
+    assert [len(c) for c in cut] == sizes
+    assert [i for c in cut for i in c] == items  # every object once, in order
+
+
+def test_a_chunked_mapper_gives_the_same_rows_as_map(refs: dict[str, list[ObjectRef]]) -> None:
+    def chunked(function, items):  # what dask_mapper does, without the cluster
+        return [r for chunk in chunks(items, 2) for r in apply_each(chunk, function)]
+
+    batch = refs["image"]
+    plain = extract_batch("image", batch, Models(), Limits(), "run", mapper=map)
+    mapped = extract_batch("image", batch, Models(), Limits(), "run", mapper=chunked)
+    columns = [c for c in plain.features.columns if c != "landed_at"]
+    assert mapped.features.select(columns).equals(plain.features.select(columns))
+    assert mapped.quarantine["object_id"].to_list() == plain.quarantine["object_id"].to_list()
