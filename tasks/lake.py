@@ -4,7 +4,8 @@ Layout: ``<lake>/<table>/<part>.parquet``. A part is written under a hidden temp
 name in the same folder and renamed into place, so readers never see half a file and
 a crashed run leaves nothing visible. Tables are merge-on-read: a re-run after a crash
 may write a row twice, and the views keep one row per key (the latest landed), so
-queries never see duplicates.
+queries never see duplicates. Finding that row reads only the key columns, so a query
+for embeddings pays for deduplication with a scan of the keys, not a grouping of vectors.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from tasks.tables import Table
 
 CATALOG_FILE = "braid.duckdb"
+# Rows per Parquet row group: DuckDB scans a file's row groups in parallel, so a part of
+# many embeddings must hold several (pyarrow's default is a million rows, one group).
+ROW_GROUP_ROWS = 32_768
 
 
 def table_dir(lake: str | Path, table: str) -> Path:
@@ -30,16 +34,37 @@ def table_dir(lake: str | Path, table: str) -> Path:
     return Path(lake) / table
 
 
+def is_float_vector(dtype: pl.DataType) -> bool:
+    """Whether a column holds vectors of floats (embeddings), which zstd barely shrinks."""
+    return isinstance(dtype, pl.List | pl.Array) and dtype.inner.is_float()
+
+
 def write_part(lake: str | Path, table: str, frame: pl.DataFrame, part: str) -> Path | None:
-    """Write one part of a table atomically (temporary name, then rename); skip empty frames."""
+    """Write one part of a table atomically (temporary name, then rename); skip empty frames.
+
+    Columns are zstd-compressed except float vectors, stored plain: random unit vectors
+    shrank by 8 % under zstd, and decompressing them was a third of the CPU time of a
+    similarity scan (benchmark f). Any Parquet reader reads either, old parts included.
+    """
+    import pyarrow.parquet as pq
+
     if frame.is_empty():
         return None
+    compression = {
+        name: "none" if is_float_vector(dtype) else "zstd" for name, dtype in frame.schema.items()
+    }
     folder = table_dir(lake, table)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{part}.parquet"
     temporary = folder / f".{part}.{uuid.uuid4().hex}.tmp"
     try:
-        frame.write_parquet(temporary, compression="zstd", statistics=True)
+        pq.write_table(
+            frame.to_arrow(),
+            temporary,
+            compression=compression,
+            row_group_size=ROW_GROUP_ROWS,
+            write_statistics=True,
+        )
         os.replace(temporary, final)
     finally:
         temporary.unlink(missing_ok=True)
@@ -73,6 +98,33 @@ def _embedding_dim(con: duckdb.DuckDBPyConnection, source: str) -> int | None:
     return int(dims[0][0]) if len(dims) == 1 else None
 
 
+def latest_rows(source: str, key: Iterable[str], replace: str = "") -> str:
+    """SQL for one row per key out of ``source``, the latest landed (ties: the later file and row).
+
+    ``source`` is a ``read_parquet`` call with ``filename`` and ``file_row_number``, which
+    name each row. Only rows whose key is written more than once (which its hash finds
+    cheaply) are ranked, on the key columns alone, and the losers are anti-joined from the
+    scan: ranking whole rows would group every embedding in memory.
+    """
+    keys = ", ".join(key)
+    return f"""
+        SELECT * EXCLUDE (filename, file_row_number){replace} FROM {source} AS latest
+        WHERE NOT EXISTS (
+            SELECT 1 FROM (
+                SELECT filename, file_row_number FROM {source}
+                WHERE hash({keys}) IN (
+                    SELECT hash({keys}) AS h FROM {source} GROUP BY h HAVING count(*) > 1
+                )
+                QUALIFY row_number() OVER (
+                    PARTITION BY {keys}
+                    ORDER BY landed_at DESC, filename DESC, file_row_number DESC
+                ) > 1
+            ) AS older
+            WHERE older.filename = latest.filename
+              AND older.file_row_number = latest.file_row_number
+        )"""
+
+
 def create_views(
     con: duckdb.DuckDBPyConnection, lake: str | Path, tables: Mapping[str, Table]
 ) -> list[str]:
@@ -93,17 +145,17 @@ def create_views(
             continue
         file_list = ", ".join(f"'{_sql_path(f)}'" for f in files)
         source = f"read_parquet([{file_list}], union_by_name = true)"
-        key = ", ".join(spec.key)
         replace = ""
         if "embedding" in schema:
             dim = _embedding_dim(con, source)
             if dim is not None:
                 replace = f" REPLACE (embedding::FLOAT[{dim}] AS embedding)"
         con.execute(f"DROP TABLE IF EXISTS {table}")
-        latest = (
-            f"SELECT *{replace} FROM {source} "
-            f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY landed_at DESC) = 1"
+        named_rows = (
+            f"read_parquet([{file_list}], union_by_name = true,"
+            " filename = true, file_row_number = true)"
         )
+        latest = latest_rows(named_rows, spec.key, replace)
         if spec.where:
             latest = f"SELECT * FROM ({latest}) AS q WHERE {spec.where}"
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {latest}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tasks import lake
@@ -91,13 +93,13 @@ def test_a_failed_write_leaves_nothing_visible(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_part(tmp_path, "objects", objects(["a"]), "run-1")
-    real_write = pl.DataFrame.write_parquet
+    real_write = pq.write_table
 
-    def crash_midway(self: pl.DataFrame, file: Path, **options: object) -> None:
-        real_write(self.head(1), file)  # half a file on disk, then the worker dies
+    def crash_midway(table: pa.Table, file: Path, **options: object) -> None:
+        real_write(table.slice(0, 1), file)  # half a file on disk, then the worker dies
         raise OSError("disk full")
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", crash_midway)
+    monkeypatch.setattr(pq, "write_table", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         write_part(tmp_path, "objects", objects(["b", "c"]), "run-2")
 
@@ -160,6 +162,105 @@ def test_views_keep_the_latest_row_per_key(tmp_path: Path) -> None:
         ).fetchall()
 
     assert rows == [("a", "m1", "second"), ("a", "m2", "other model"), ("b", "m1", "only")]
+
+
+def test_the_latest_landed_row_wins_whatever_the_part_order(tmp_path: Path) -> None:
+    # Part names sort run-1, run-2, run-3, but the latest landing is in run-2; run-3
+    # also repeats a key within one part.
+    write_part(tmp_path, "things", things([("a", "m", "old", [1, 0], T0)]), "run-1")
+    write_part(
+        tmp_path, "things", things([("a", "m", "new", [0, 1], T0 + timedelta(hours=2))]), "run-2"
+    )
+    write_part(
+        tmp_path,
+        "things",
+        things(
+            [
+                ("a", "m", "middle", [1, 1], T0 + timedelta(hours=1)),
+                ("b", "m", "b-old", [1, 0], T0),
+                ("b", "m", "b-new", [0, 1], T0 + timedelta(hours=1)),
+            ]
+        ),
+        "run-3",
+    )
+
+    with duckdb.connect() as con:
+        create_views(con, tmp_path, {"things": THINGS})
+        rows = con.execute(
+            "SELECT object_id, label, embedding FROM things ORDER BY object_id"
+        ).fetchall()
+
+    assert rows == [("a", "new", (0.0, 1.0)), ("b", "b-new", (0.0, 1.0))]
+
+
+def test_a_key_landed_twice_at_the_same_time_keeps_one_row(tmp_path: Path) -> None:
+    write_part(tmp_path, "things", things([("a", "m", "first", [1, 0], T0)]), "run-1")
+    write_part(tmp_path, "things", things([("a", "m", "again", [1, 0], T0)]), "run-2")
+
+    with duckdb.connect() as con:
+        create_views(con, tmp_path, {"things": THINGS})
+        labels = [row[0] for row in con.execute("SELECT label FROM things").fetchall()]
+
+    assert len(labels) == 1 and labels[0] in {"first", "again"}
+
+
+def test_keys_with_nulls_are_deduplicated_too(tmp_path: Path) -> None:
+    # Costs measured per run have no object id: (run, modality, NULL, stage) is one key.
+    costs = TABLES["costs"]
+
+    def cost(stage: str, cpu_s: float, landed: datetime) -> dict[str, object]:
+        return {"modality": "text", "object_id": None, "stage": stage, "cpu_s": cpu_s,
+                "wall_s": cpu_s, "flow_run_id": "run", "landed_at": landed}  # fmt: skip
+
+    write_part(tmp_path, "costs", lake.rows_frame([cost("fuse", 1.0, T0)], costs.schema), "p-1")
+    later = [cost("fuse", 2.0, T0 + timedelta(minutes=1)), cost("land", 3.0, T0)]
+    write_part(tmp_path, "costs", lake.rows_frame(later, costs.schema), "p-2")
+
+    with duckdb.connect() as con:
+        create_views(con, tmp_path, {"costs": costs})
+        rows = con.execute("SELECT stage, cpu_s FROM costs ORDER BY stage").fetchall()
+
+    assert rows == [("fuse", 2.0), ("land", 3.0)]
+
+
+def test_parts_store_vectors_plain_and_the_rest_compressed(tmp_path: Path) -> None:
+    frame = things([(f"o{i}", "m", "x" * 50, [float(i), 1.0], T0) for i in range(70_000)])
+
+    path = write_part(tmp_path, "things", frame, "run-1")
+
+    assert path is not None
+    metadata = pq.ParquetFile(path).metadata
+    assert metadata.num_row_groups == 3  # 70,000 rows in groups of 32,768: a thread each
+    codecs = {
+        metadata.row_group(0).column(i).path_in_schema.split(".")[0]: (
+            metadata.row_group(0).column(i).compression
+        )
+        for i in range(metadata.num_columns)
+    }
+    assert codecs["embedding"] == "UNCOMPRESSED"
+    assert codecs["label"] == codecs["object_id"] == "ZSTD"
+    assert pl.read_parquet(path).equals(frame)
+    assert pq.read_table(path).num_rows == 70_000
+
+
+def test_views_read_parts_in_the_old_layout_beside_the_new(tmp_path: Path) -> None:
+    folder = tmp_path / "things"
+    folder.mkdir()
+    # Written as the lake wrote parts before: polars, zstd everywhere, one row group.
+    things([("a", "m", "old layout", [1, 0], T0), ("b", "m", "b", [1, 0], T0)]).write_parquet(
+        folder / "run-1.parquet", compression="zstd", statistics=True
+    )
+    write_part(
+        tmp_path, "things", things([("a", "m", "new layout", [0, 1], T0 + timedelta(1))]), "run-2"
+    )
+
+    with duckdb.connect() as con:
+        create_views(con, tmp_path, {"things": THINGS})
+        rows = con.execute(
+            "SELECT object_id, label, typeof(embedding) FROM things ORDER BY object_id"
+        ).fetchall()
+
+    assert rows == [("a", "new layout", "FLOAT[2]"), ("b", "b", "FLOAT[2]")]
 
 
 def test_embeddings_are_fixed_size_arrays_for_similarity(tmp_path: Path) -> None:
