@@ -475,8 +475,24 @@ def best_of(times: int, call: Callable[[], Any]) -> tuple[float, Any]:
     return best, result
 
 
+def best_with_cpu(times: int, call: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Best of ``times`` wall seconds, and the CPU seconds (all threads) of that run: on a
+    shared machine the CPU seconds compare alternatives where the wall time drifts."""
+    best, best_cpu, result = float("inf"), float("nan"), None
+    for _ in range(times):
+        cpu, started = time.process_time(), time.perf_counter()
+        result = call()
+        wall = time.perf_counter() - started
+        if wall < best:
+            best, best_cpu = wall, time.process_time() - cpu
+    return best, best_cpu, result
+
+
 def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
-    """Top-10 cosine similarity over random unit vectors of the fused dimension."""
+    """Top-10 cosine similarity over random unit vectors of the fused dimension, as users
+    query it: the `fused` view of the lake's catalog (``braid.duckdb``), which keeps the
+    latest row per sample. A bare ``read_parquet`` of the same parts and a DuckDB table
+    are measured beside it, in the same run, as references."""
     import duckdb
     import numpy as np
 
@@ -497,15 +513,24 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
         "FROM {source} ORDER BY score DESC LIMIT 10"
     )
     parquet_sql = top10.format(d=dim, source=f"read_parquet([{listing}])")
+    view_sql = top10.format(d=dim, source="fused")
     params = {"q": query.tolist()}
     parts: dict[str, Any] = {"rows": rows, "dim": dim, "parts": len(files), "generate_s": generate_s,
                              "parquet_mb": sum(p.stat().st_size for p in files) / 2**20}  # fmt: skip
-    with duckdb.connect() as con:
+    say("f: top 10 through the `fused` view of the lake's catalog, as users query it")
+    started = time.perf_counter()
+    catalog = lake_io.write_catalog(lake, {"fused": TABLES["fused"]})
+    parts["catalog_s"] = time.perf_counter() - started
+    with duckdb.connect(str(catalog), read_only=True) as con:
         (threads,) = con.execute("SELECT current_setting('threads')").fetchone() or (0,)
         parts["duckdb_threads"] = int(threads)
-        say("f: top 10 over the Parquet parts")
-        parts["parquet_s"], parquet_top = best_of(
-            2, lambda: con.execute(parquet_sql, params).fetchall()
+        parts["view_s"], parts["view_cpu_s"], view_top = best_with_cpu(
+            3, lambda: con.execute(view_sql, params).fetchall()
+        )
+    with duckdb.connect() as con:
+        say("f: top 10 over the Parquet parts (reference: no deduplication)")
+        parts["parquet_s"], parts["parquet_cpu_s"], parquet_top = best_with_cpu(
+            3, lambda: con.execute(parquet_sql, params).fetchall()
         )
         started = time.perf_counter()
         con.execute(
@@ -513,47 +538,42 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
             f"FROM read_parquet([{listing}])"
         )
         parts["table_load_s"] = time.perf_counter() - started
-        say("f: top 10 over a DuckDB table")
+        say("f: top 10 over a DuckDB table (reference: DuckDB's own storage)")
         table_sql = top10.format(d=dim, source="fused_table")
-        parts["table_s"], table_top = best_of(3, lambda: con.execute(table_sql, params).fetchall())
+        parts["table_s"], parts["table_cpu_s"], table_top = best_with_cpu(
+            3, lambda: con.execute(table_sql, params).fetchall()
+        )
     say("f: the same top 10 with numpy, in memory (the machine's reference)")
     parts["numpy_s"], numpy_best = numpy_top10(files, query)
-    with duckdb.connect() as con:
-        lake_io.create_views(con, lake, {"fused": TABLES["fused"]})
-        say("f: top 10 through the lake's `fused` view (deduplicating parts)")
-        view_sql = top10.format(d=dim, source="fused")
-        parts["view_s"], view_top = best_of(1, lambda: con.execute(view_sql, params).fetchall())
-    ids = [row[0] for row in parquet_top]
-    parts["same_top10"] = ids == [row[0] for row in table_top] == [
-        row[0] for row in view_top
+    ids = [row[0] for row in view_top]
+    parts["same_top10"] = ids == [row[0] for row in parquet_top] == [
+        row[0] for row in table_top
     ] and ids == [f"sample-{i:07d}" for i in numpy_best]
     measures = {
+        "view_s": parts["view_s"],
         "parquet_s": parts["parquet_s"],
         "table_s": parts["table_s"],
-        "view_s": parts["view_s"],
+        "view_vs_parquet": parts["view_s"] / parts["parquet_s"],
+        "view_vs_table": parts["view_s"] / parts["table_s"],
         "parquet_vs_numpy": parts["parquet_s"] / parts["numpy_s"],
         "table_vs_numpy": parts["table_s"] / parts["numpy_s"],
-        "view_vs_parquet": parts["view_s"] / parts["parquet_s"],
     }
     figure = {
         "title": f"f. DuckDB top-10 cosine similarity over {rows:,} fused rows (FLOAT[{dim}])",
         "parts": parts,
         "measures": measures,
-        "targets": [
-            target("parquet_s", parts["parquet_s"], "<=", 1.0),
-            target("table_s", parts["table_s"], "<=", 1.0),
-        ],
+        "targets": [target("view_s", parts["view_s"], "<=", 1.0)],
     }
     if missed(figure) and scale.profile_misses:
-        say("f: profiling the Parquet and view queries (DuckDB's JSON profile)")
+        say("f: profiling the view and Parquet queries (DuckDB's JSON profile)")
         figure["profile"] = {
-            "parquet_query": duckdb_profile(parquet_sql, params, work),
             "view_query": duckdb_profile(
                 view_sql,
                 params,
                 work,
                 lambda con: lake_io.create_views(con, lake, {"fused": TABLES["fused"]}),
             ),
+            "parquet_query": duckdb_profile(parquet_sql, params, work),
         }
     return figure
 

@@ -104,6 +104,9 @@ def test_ratios_are_made_of_the_measured_parts(bench) -> None:
     assert f["parts"]["rows"] == 10_000 and f["parts"]["dim"] == 496
     assert f["parts"]["same_top10"]  # Parquet, table, view and numpy agree on the answer
     assert f["measures"]["parquet_vs_numpy"] == f["parts"]["parquet_s"] / f["parts"]["numpy_s"]
+    # The headline is the view users query, through the catalog file.
+    assert [t["measure"] for t in f["targets"]] == ["view_s"]
+    assert f["measures"]["view_vs_parquet"] == f["parts"]["view_s"] / f["parts"]["parquet_s"]
 
 
 def test_the_report_has_a_row_per_measure_and_the_machine(bench) -> None:
