@@ -8,6 +8,7 @@ quarantine reason. GX is imported on first use: it takes seconds to import.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -109,6 +110,23 @@ def _gx_context() -> Any:
             context.data_sources.add_pandas("braid")
             _context = context
         return _context
+
+
+def prepare_in_background() -> threading.Thread:
+    """Import Great Expectations and build its context in a thread, now.
+
+    That costs seconds of CPU that the first validation would otherwise wait for; a run
+    starts it before extracting, while its own thread mostly waits on workers. A failure
+    here is left for that first validation to raise.
+    """
+
+    def prepare() -> None:
+        with contextlib.suppress(Exception):
+            _gx_context()
+
+    thread = threading.Thread(target=prepare, name="braid-prepare-gx", daemon=True)
+    thread.start()
+    return thread
 
 
 def _gx_expectation(expectation: Expectation) -> Any:

@@ -24,7 +24,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner, get_dask_client
 
 from blocks.settings import BraidSettings, resolve_settings
-from data_quality.validate import Validation, build_docs, results_frame, to_markdown, validate_table
+from data_quality.validate import (
+    Validation,
+    build_docs,
+    prepare_in_background,
+    results_frame,
+    to_markdown,
+    validate_table,
+)
 from tasks import fuse, lake
 from tasks.common import MODALITIES, Limits, Models, ObjectRef
 from tasks.discover import Discovery, discover, inspect_object
@@ -486,6 +493,7 @@ def process(
     validations: list[Validation] = []
     dims: dict[str, int] = {}
     if batches:
+        prepare_in_background()  # Great Expectations loads while the batches extract
         dims = {m: embedding_dim(m, models) for m in MODALITIES}
         params = quality_params(settings, dims)
         if len(found.new) <= settings.inline_max_objects:

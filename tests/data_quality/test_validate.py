@@ -591,3 +591,15 @@ def test_resolve_fills_parameters_and_names_a_missing_one() -> None:
 
     with pytest.raises(KeyError, match=r"\$max_channels"):
         resolve(SUITES["audio_features"], {k: v for k, v in PARAMS.items() if k != "max_channels"})
+
+
+def test_a_context_prepared_in_the_background_is_the_one_validation_uses(monkeypatch) -> None:
+    monkeypatch.setattr(validate, "_context", None)
+    thread = validate.prepare_in_background()
+    thread.join(180)
+    assert not thread.is_alive()
+    prepared = validate._context
+    assert prepared is not None
+    frame = good_frame("text_features")
+    assert validate_table("text_features", frame, PARAMS, "quarantine").success
+    assert validate._context is prepared
