@@ -56,8 +56,8 @@ class Stack:
             "DO_NOT_TRACK": "1",
             "GX_ANALYTICS_ENABLED": "false",
             # Workers and runners poll every 10 s by default: too slow for files landing now.
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
-            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
             "BRAID_LAKE": str(self.lake),
             "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step runs flows from the project root
         }

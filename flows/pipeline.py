@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from prefect import flow, get_client, get_run_logger, task
@@ -21,7 +21,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect_dask import DaskTaskRunner, get_dask_client
 
 from blocks.settings import BraidSettings, resolve_settings
 from data_quality.validate import (
@@ -51,6 +50,9 @@ from tasks.lake import rows_frame
 from tasks.query import quarantined_objects
 from tasks.storage import object_size, use_credentials_block
 from tasks.tables import COSTS, OBJECTS, TABLES, feature_table
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
 
 QUALITY_DOCS = "_quality/docs"
 
@@ -111,6 +113,7 @@ def dask_mapper() -> Iterator[Callable[..., list[Any]]]:
     pool while it waits, so its batch can run on every worker, its own included.
     """
     from distributed import rejoin, secede
+    from prefect_dask import get_dask_client
 
     # Not the default client: closing it must not leave the worker a closed default.
     with get_dask_client(set_as_default=False) as client:
@@ -335,6 +338,8 @@ def read_plan(plan: str) -> list[tuple[str, list[ObjectRef]]]:
 
 def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
     """An existing cluster by address, or a local one sized so torch threads don't fight for cores."""
+    from prefect_dask import DaskTaskRunner  # Dask loads only for runs that use it
+
     if address:
         return DaskTaskRunner(address=address)
     cores = os.cpu_count() or 1

@@ -141,25 +141,24 @@ def test_copies_are_new_objects_that_decode_like_their_originals(tmp_path: Path)
     assert copy["text"].features["words"] == original["text"].features["words"] + 2
 
 
-def test_latency_parts_split_the_wait_by_the_ingest_runs_timestamps() -> None:
-    run = {
-        "created": 103.0,
-        "expected_start": 113.0,
-        "pending": 109.0,
-        "start": 116.0,
-        "end": 130.0,
-    }
-    parts = latency_parts(dropped=100.0, queryable=130.5, run=run)
-    assert parts == {
-        "latency_s": 30.5,
-        "to_run_created_s": 3.0,
-        "debounce_s": 10.0,
-        "pending_before_schedule_s": 4.0,
-        "pickup_s": 3.0,
-        "flow_run_s": 14.0,
-        "to_query_s": 0.5,
-        "latency_without_debounce_s": 20.5,
-        "latency_without_debounce_upper_s": 24.5,
-    }
-    steps = ("to_run_created_s", "debounce_s", "pickup_s", "flow_run_s", "to_query_s")
-    assert sum(parts[k] for k in steps) == parts["latency_s"]
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        # Started by the first event of a window: no schedule delay.
+        ({"created": 103.0, "expected_start": 103.0, "pending": 104.5, "start": 108.0,
+          "end": 110.0},
+         {"latency_s": 10.5, "to_run_created_s": 3.0, "scheduled_delay_s": 0.0,
+          "to_submitted_s": 1.5, "process_start_s": 3.5, "flow_run_s": 2.0, "to_query_s": 0.5}),
+        # Scheduled for when a window closes, and submitted ahead of it (workers prefetch).
+        ({"created": 103.0, "expected_start": 113.0, "pending": 109.0, "start": 116.0,
+          "end": 130.0},
+         {"latency_s": 30.5, "to_run_created_s": 3.0, "scheduled_delay_s": 10.0,
+          "to_submitted_s": -4.0, "process_start_s": 7.0, "flow_run_s": 14.0,
+          "to_query_s": 0.5}),
+    ],
+)  # fmt: skip
+def test_latency_parts_split_the_wait_by_the_ingest_runs_timestamps(run, expected) -> None:
+    parts = latency_parts(dropped=100.0, queryable=run["end"] + 0.5, run=run)
+    assert parts == expected
+    steps = [k for k in parts if k != "latency_s"]
+    assert sum(parts[k] for k in steps) == pytest.approx(parts["latency_s"])
