@@ -595,12 +595,12 @@ def make_app(
         """The samples nearest to a text, or to another sample, by cosine similarity."""
         if request.text is not None:
             vector = embed(request.text)
-            with reader.connection() as con:
+            with reader.connection(vectors=True) as con:
                 hits = serving.samples_near_text(
                     con, vector, text_model, request.k, request.modality
                 )
             return {"by": "text", "model_id": text_model, "hits": hits}
-        with reader.connection() as con:
+        with reader.connection(vectors=True) as con:
             found = serving.similar_samples(con, request.sample_id, request.k, request.modality)
             if found is None and serving.sample_exists(con, request.sample_id):
                 raise HTTPException(404, f"sample {request.sample_id!r} has no fused embedding")

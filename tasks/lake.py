@@ -98,17 +98,22 @@ def _embedding_dim(con: duckdb.DuckDBPyConnection, source: str) -> int | None:
     return int(dims[0][0]) if len(dims) == 1 else None
 
 
-def latest_rows(source: str, key: Iterable[str], replace: str = "") -> str:
+def latest_rows(
+    source: str, key: Iterable[str], replace: str = "", keep_row_names: bool = False
+) -> str:
     """SQL for one row per key out of ``source``, the latest landed (ties: the later file and row).
 
     ``source`` is a ``read_parquet`` call with ``filename`` and ``file_row_number``, which
     name each row. Only rows whose key is written more than once (which its hash finds
     cheaply) are ranked, on the key columns alone, and the losers are anti-joined from the
-    scan: ranking whole rows would group every embedding in memory.
+    scan: ranking whole rows would group every embedding in memory. ``keep_row_names``
+    keeps ``filename`` and ``file_row_number`` in the result (the API's vector index
+    ranks later rows against them).
     """
     keys = ", ".join(key)
+    columns = "*" if keep_row_names else "* EXCLUDE (filename, file_row_number)"
     return f"""
-        SELECT * EXCLUDE (filename, file_row_number){replace} FROM {source} AS latest
+        SELECT {columns}{replace} FROM {source} AS latest
         WHERE NOT EXISTS (
             SELECT 1 FROM (
                 SELECT filename, file_row_number FROM {source}

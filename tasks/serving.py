@@ -25,6 +25,7 @@ from tasks import lake
 from tasks.common import MODALITIES
 from tasks.query import connect
 from tasks.tables import TABLES, feature_table
+from tasks.vectors import FUSED, TEXT, VectorIndex, has_vectors, is_built
 
 if TYPE_CHECKING:
     import duckdb
@@ -83,6 +84,11 @@ def open_snapshot(lake_path: str | Path) -> duckdb.DuckDBPyConnection:
     """
     con = connect(lake_path)
     con.execute("SET TimeZone = 'UTC'")  # days are UTC days, whatever the host's zone
+    _create_raw_views(con, lake_path)
+    return con
+
+
+def _create_raw_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> None:
     for table in HISTORY_TABLES:
         files = lake.parts(lake_path, table)
         if files:
@@ -99,7 +105,24 @@ def open_snapshot(lake_path: str | Path) -> duckdb.DuckDBPyConnection:
                 f"CREATE OR REPLACE VIEW {table} AS "
                 f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
             )
-    return con
+
+
+def replace_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> None:
+    """Replace the views (and empty tables) of ``open_snapshot`` in ``con`` by the lake's current ones."""
+    if not (Path(lake_path) / "objects").is_dir():
+        raise FileNotFoundError(
+            f"no lake at {str(lake_path)!r}: run `braid run SOURCE --lake {lake_path}` first"
+        )
+    # A table with no parts is an empty table, later a view: drop each by its own kind.
+    relations = con.execute(
+        "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal "
+        "UNION ALL SELECT table_name, 'TABLE' FROM duckdb_tables() "
+        "WHERE schema_name = 'main' AND NOT temporary"
+    ).fetchall()
+    for name, kind in relations:
+        con.execute(f'DROP {kind} "{name}"')
+    lake.create_views(con, lake_path, TABLES)
+    _create_raw_views(con, lake_path)
 
 
 def lake_signature(lake_path: str | Path) -> tuple[tuple[str, str, int, int], ...]:
@@ -121,50 +144,97 @@ def lake_signature(lake_path: str | Path) -> tuple[tuple[str, str, int, int], ..
 
 
 class LakeReader:
-    """A snapshot of the lake's views, shared by threads, rebuilt when its parts change.
+    """The lake's views, and an index of its embeddings, shared by threads; refreshed as parts land.
+
+    One in-memory DuckDB database serves every request, each through its own cursor
+    inside a transaction. A refresh replaces the views and merges new parts into the
+    vector index (``tasks.vectors``) in one transaction, so by DuckDB's MVCC a request
+    sees the lake as it was before a refresh or after it, never halfway, and nothing is
+    copied. Building a fresh database and swapping it in would copy the index, O(lake),
+    at every landing.
 
     Parts are checked at most every ``check_every`` seconds, so a busy server lists the
-    lake's folders a few times a second, not once per request; building the views costs
-    tens of milliseconds and happens only when something landed.
+    lake's folders a few times a second, not once per request; replacing the views costs
+    tens of milliseconds and happens only when something landed. The index is built on
+    the first request that asks for it (``connection(vectors=True)``: seconds for a
+    million vectors, while other requests wait), then kept up to date at each refresh,
+    reading only the new parts; ``vectors=False`` leaves searches on the views.
     """
 
-    def __init__(self, lake_path: str | Path, check_every: float = 1.0) -> None:
+    def __init__(
+        self, lake_path: str | Path, check_every: float = 1.0, vectors: bool = True
+    ) -> None:
         self.lake_path = Path(lake_path)
         self.check_every = check_every
+        self.vectors = vectors
         self._lock = threading.Lock()
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._db: duckdb.DuckDBPyConnection | None = None
+        self._index = VectorIndex(self.lake_path)
         self._signature: tuple[tuple[str, str, int, int], ...] | None = None
         self._checked = -math.inf
 
-    def _current(self) -> duckdb.DuckDBPyConnection:
+    @property
+    def index(self) -> VectorIndex:
+        """The vector index's bookkeeping: whether it is built, what its last update read."""
+        return self._index
+
+    def _cursor(self, vectors: bool = False) -> duckdb.DuckDBPyConnection:
+        """A new cursor on the database, refreshed first if the lake changed since the last look."""
+        import duckdb
+
         with self._lock:
             now = time.monotonic()
-            if self._con is None or now - self._checked >= self.check_every:
+            if self._db is None or now - self._checked >= self.check_every:
                 try:
                     signature = lake_signature(self.lake_path)
                 except FileNotFoundError:
-                    self._con, self._signature = None, None
+                    # In-flight requests keep the old database through their cursors.
+                    self._db, self._signature = None, None
+                    self._index = VectorIndex(self.lake_path)
                     raise
                 self._checked = now
-                if signature != self._signature or self._con is None:
-                    # The old connection is not closed: requests in flight hold cursors on
-                    # it, and it goes away with the last of them.
-                    self._con, self._signature = open_snapshot(self.lake_path), signature
-            return self._con
+                if self._db is None:
+                    db = duckdb.connect()
+                    db.execute("SET GLOBAL TimeZone = 'UTC'")  # every cursor's days are UTC days
+                    self._refresh(db, index=False)
+                    self._db, self._signature = db, signature
+                elif signature != self._signature:
+                    self._refresh(self._db, index=self._index.built)
+                    self._signature = signature
+            if vectors and self.vectors and not self._index.built:
+                self._refresh(self._db, index=True, views=False)
+            # Made under the lock: never while a refresh is running on the same connection.
+            return self._db.cursor()
+
+    def _refresh(self, db: duckdb.DuckDBPyConnection, index: bool, views: bool = True) -> None:
+        """Replace the views and update the index in one transaction."""
+        db.execute("BEGIN TRANSACTION")
+        try:
+            if views:
+                replace_views(db, self.lake_path)
+            if index:
+                self._index.update(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @contextmanager
-    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the current snapshot, for one thread; FileNotFoundError without a lake."""
-        cursor = self._current().cursor()
+    def connection(self, vectors: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor on the current lake for one thread, in a read transaction that sees one state
+        of it; ``vectors`` builds the vector index first if it is not yet. FileNotFoundError
+        without a lake."""
+        cursor = self._cursor(vectors)
         try:
+            cursor.execute("BEGIN TRANSACTION")
             yield cursor
         finally:
-            cursor.close()
+            cursor.close()  # rolls back: requests only read
 
     def ready(self) -> bool:
         """Whether the lake exists (and its views can be built)."""
         try:
-            self._current()
+            self._cursor().close()
         except FileNotFoundError:
             return False
         return True
@@ -382,12 +452,28 @@ def similar_samples(
     """
     if k < 1:
         raise ValueError("k must be at least 1")
+    indexed = is_built(con)
     found = con.execute(
-        "SELECT embedding_dim FROM fused WHERE sample_id = $s", {"s": sample_id}
+        f"SELECT embedding_dim FROM {FUSED.rows if indexed else 'fused'} WHERE sample_id = $s",
+        {"s": sample_id},
     ).fetchone()
     if found is None or found[0] is None:
         return None
     dim = int(found[0])
+    if indexed:  # the index holds this dimension: the sample's row is in it
+        vectors = FUSED.vectors(dim)
+        return _rows(
+            con,
+            f"""
+            SELECT f.sample_id, array_cosine_similarity(f.embedding, q.embedding) AS score,
+                   f.modalities
+            FROM {vectors} AS f, (SELECT embedding FROM {vectors} WHERE sample_id = $s) AS q
+            WHERE f.sample_id <> $s AND {_presence(modality, "f")}
+            ORDER BY score DESC NULLS LAST, f.sample_id
+            LIMIT $k
+            """,
+            {"s": sample_id, "k": k},
+        )
     return _rows(
         con,
         f"""
@@ -417,7 +503,15 @@ def samples_near_text(
     if k < 1:
         raise ValueError("k must be at least 1")
     dim = len(vector)
-    similarity = f"array_cosine_similarity(t.embedding::FLOAT[{dim}], $query::FLOAT[{dim}])"
+    if is_built(con):
+        if not has_vectors(con, TEXT, dim):  # no text of this dimension
+            return []
+        texts, fused, embedding = TEXT.vectors(dim), FUSED.rows, "t.embedding"
+        of_dim = "TRUE"
+    else:
+        texts, fused, embedding = "text_features", "fused", f"t.embedding::FLOAT[{dim}]"
+        of_dim = f"t.embedding_dim = {dim}"
+    similarity = f"array_cosine_similarity({embedding}, $query::FLOAT[{dim}])"
     return _rows(
         con,
         f"""
@@ -425,9 +519,9 @@ def samples_near_text(
                max({similarity}) AS score,
                arg_max(t.preview, {similarity}) AS text,
                any_value(f.modalities) AS modalities
-        FROM text_features AS t
-        LEFT JOIN fused AS f USING (sample_id)
-        WHERE t.model_id = $model_id AND t.embedding_dim = {dim} AND {_presence(modality, "f")}
+        FROM {texts} AS t
+        LEFT JOIN {fused} AS f USING (sample_id)
+        WHERE t.model_id = $model_id AND {of_dim} AND {_presence(modality, "f")}
         GROUP BY t.sample_id
         ORDER BY score DESC NULLS LAST, t.sample_id
         LIMIT $k
