@@ -5,7 +5,7 @@ One process discovers the source, cuts the same batches as the pipeline and call
 every batch's rows as the pipeline does until it lands them. It imports nothing from
 Prefect, so its time is the extraction work alone.
 
-    python -m benchmarks.bare SOURCE OUT.json [--batch-size 32]
+    python -m benchmarks.bare SOURCE OUT.json [--batch-size 128]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bare", description=__doc__)
     parser.add_argument("source")
     parser.add_argument("out", help="where to write the counts and timings (JSON)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args(argv)
     Path(args.out).write_text(json.dumps(run(args.source, args.batch_size), indent=2))
 

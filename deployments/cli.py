@@ -177,7 +177,7 @@ def _processing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-model", help="text encoder: Hugging Face id or local path")
     parser.add_argument("--image-model", help="image encoder: Hugging Face id or local path")
     parser.add_argument("--audio-model", help="audio encoder: Hugging Face id or local path")
-    parser.add_argument("--batch-size", type=_positive, help="objects per batch (default 32)")
+    parser.add_argument("--batch-size", type=_positive, help="objects per batch (default 128)")
     parser.add_argument("--dask-address", help="use an existing Dask scheduler (tcp://host:8786)")
     parser.add_argument("--dask-workers", type=_positive, help="workers of the local Dask cluster")
     parser.add_argument(
