@@ -58,6 +58,12 @@ class Stack:
             # Workers and runners poll every 10 s by default: too slow for files landing now.
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            # No prefetch: a worker would submit ingest's window-closed run (due in 10 s)
+            # at once, and that run would hold ingest's one concurrency slot while the
+            # run started by the same event waits. And a run waiting for the slot asks
+            # again in 2 s, not 30.
+            "PREFECT_WORKER_PREFETCH_SECONDS": "0",
+            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
             "BRAID_LAKE": str(self.lake),
             "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step runs flows from the project root
         }
