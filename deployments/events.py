@@ -2,9 +2,10 @@
 
 Every source (the folder watcher, the S3/EventBridge/MinIO bridge, the SQS consumer)
 describes what landed as an ``ObjectCreated`` and emits it here, so the event's shape is
-defined once. The ``ingest`` deployment's trigger matches it (see prefect.yaml) and
-passes ``payload.source`` to the flow, which lists the source itself: a debounced run
-triggered by the first event of a burst still sees every object of the burst.
+defined once. The ``ingest`` deployment's triggers match it (see prefect.yaml) and pass
+``payload.source`` to the flow, which lists the source itself: the run the first event
+of a burst starts at once, and the one it schedules for when the window closes, see
+every object of the burst between them.
 """
 
 from __future__ import annotations
