@@ -36,7 +36,7 @@ KEYS = {
     "g": "g_event_latency",
 }
 # prefect.yaml: the ingest triggers' window (`within: 10`, and `schedule_after: PT10S` on the second).
-DEBOUNCE_S = 10.0
+WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -846,7 +846,7 @@ def figure_g(work: Path, scale: Scale) -> dict[str, Any]:
         say("g: stopping braid up")
         stop(started)
     parts: dict[str, Any] = {"stack_start_s": stack_start_s, "drops": drops,
-                             "configured_window_s": DEBOUNCE_S}  # fmt: skip
+                             "configured_window_s": WINDOW_S}  # fmt: skip
     median = {key: _median([d[key] for d in drops]) for key in drops[0]}
     parts["median"] = median
     measures = {

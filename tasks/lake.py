@@ -86,8 +86,9 @@ def known_object_ids(lake: str | Path) -> set[str]:
     return set(ids["object_id"].to_list())
 
 
-def _sql_path(path: Path) -> str:
-    return str(path.resolve()).replace("'", "''")
+def sql_paths(files: Iterable[Path]) -> str:
+    """Files as a DuckDB list body: ``'/abs/a.parquet', '/abs/b.parquet'`` (quotes escaped)."""
+    return ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
 
 
 def _embedding_dim(con: duckdb.DuckDBPyConnection, source: str) -> int | None:
@@ -148,7 +149,7 @@ def create_views(
             con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM empty")
             created.append(table)
             continue
-        file_list = ", ".join(f"'{_sql_path(f)}'" for f in files)
+        file_list = sql_paths(files)
         source = f"read_parquet([{file_list}], union_by_name = true)"
         replace = ""
         if "embedding" in schema:

@@ -73,10 +73,6 @@ def is_vector(column: str) -> bool:
 # --- the snapshot -------------------------------------------------------------------------------
 
 
-def _quoted(path: Path) -> str:
-    return "'" + str(path.resolve()).replace("'", "''") + "'"
-
-
 def open_snapshot(lake_path: str | Path) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the lake's views, plus raw ``<table>_history`` views.
 
@@ -92,7 +88,7 @@ def _create_raw_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> 
     for table in HISTORY_TABLES:
         files = lake.parts(lake_path, table)
         if files:
-            listed = ", ".join(_quoted(f) for f in files)
+            listed = lake.sql_paths(files)
             source = f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
         else:
             source = f"SELECT * FROM {table} WHERE false"
@@ -100,7 +96,7 @@ def _create_raw_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> 
     for table in EXTRA_TABLES:
         files = lake.parts(lake_path, table)
         if table not in TABLES and files:
-            listed = ", ".join(_quoted(f) for f in files)
+            listed = lake.sql_paths(files)
             con.execute(
                 f"CREATE OR REPLACE VIEW {table} AS "
                 f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"

@@ -94,10 +94,6 @@ def _stamps(files: list[Path]) -> dict[Path, PartStamp]:
     return stamps
 
 
-def _listed(files: list[Path]) -> str:
-    return ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)
-
-
 @dataclass
 class VectorIndex:
     """The index of one lake, kept in a DuckDB database that the caller owns.
@@ -155,7 +151,7 @@ def _merge(con: duckdb.DuckDBPyConnection, table: IndexedTable, files: list[Path
     if not files:
         return 0
     named = (
-        f"read_parquet([{_listed(files)}], union_by_name = true,"
+        f"read_parquet([{lake.sql_paths(files)}], union_by_name = true,"
         " filename = true, file_row_number = true)"
     )
     present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {named}").fetchall()}
