@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 
 from deployments import local_api
 
+ROOT = Path(__file__).resolve().parents[2]
 
-def test_a_flow_reports_to_the_server_started_before_the_imports(monkeypatch) -> None:
-    from prefect import flow, get_client
+# As `braid run` does it, in a process of its own: no server configured, Prefect's
+# settings read from that environment.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from deployments import local_api
 
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     api = local_api.start_early()
-    assert api is not None
+    from prefect import flow, get_client
+    from prefect.runtime import flow_run
 
     @flow(name="braid-local-api-check")
     def check() -> str:
-        from prefect.runtime import flow_run
-
         return str(flow_run.id)
 
-    try:
-        with local_api.serving(api):
-            run_id = check()
-            with get_client(sync_client=True) as client:
-                assert str(client.api_url).rstrip("/") == api.url
-                assert client.read_flow_run(run_id).state.is_completed()
-        assert api.process.poll() is None  # it serves until the command exits
-    finally:
-        api.stop()
-    assert api.process.poll() is not None
+    with local_api.serving(api):
+        run_id = check()
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(run_id).state
+            used = str(client.api_url).rstrip("/")
+    print(json.dumps({"started": api.url, "used": used, "completed": state.is_completed(),
+                      "serving_after": api.process.poll() is None}))
+    """
+)
+
+
+def test_a_flow_reports_to_the_server_started_before_the_imports(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["used"] == seen["started"]  # not a server of Prefect's own
+    assert seen["completed"]
+    assert seen["serving_after"]  # it serves until the command exits
+    assert "Starting temporary server" not in result.stderr
 
 
 def test_a_configured_server_is_used_instead(monkeypatch) -> None:
