@@ -1,7 +1,7 @@
 """The bare loop `braid run` is compared with: the same extraction functions, no Prefect, no Dask.
 
 One process discovers the source, cuts the same batches as the pipeline and calls
-``tasks.extract.extract_batch`` with its default mapper (the builtin ``map``), keeping
+``tasks.ingest.extract.extract_batch`` with its default mapper (the builtin ``map``), keeping
 every batch's rows as the pipeline does until it lands them. It imports nothing from
 Prefect, so its time is the extraction work alone.
 
@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import Limits, Models
-from tasks.extract import plan_batches
+from tasks.ingest.extract import plan_batches
 
 
 def run(source: str, batch_size: int) -> dict[str, Any]:
     """Discover and extract everything under ``source``; counts, seconds and peak memory."""
-    from tasks.discover import discover
-    from tasks.extract import extract_batch
-    from tasks.storage import source_root
+    from tasks.ingest.discover import discover
+    from tasks.ingest.extract import extract_batch
+    from tasks.lake.storage import source_root
 
     started = time.perf_counter()
     limits, models = Limits(), Models()

@@ -366,7 +366,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         + " through the bare extraction path (holding every batch's rows, as the flow does), "
         "each in a fresh process (its `VmHWM`; psutil sampling for the tree).",
         f"- f: {s['similarity_rows']:,} random unit vectors of the fused dimension, written as "
-        "lake parts (`tasks.lake.write_part`: vectors plain, other columns zstd).",
+        "lake parts (`tasks.lake.store.write_part`: vectors plain, other columns zstd).",
         f"- g: {s['event_drops']} measured drops of one image after a warm-up drop, each on an "
         "idle `braid up` stack"
         if s["event_drops"]

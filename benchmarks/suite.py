@@ -291,7 +291,7 @@ def spin(n: int) -> int:
 
 def _warm(refs: list[Any], limits: Any) -> int:
     """First calls import av, librosa and PIL; keep that out of the timed part."""
-    from tasks.extract import analyze_object
+    from tasks.ingest.extract import analyze_object
 
     return len([analyze_object(ref, limits) for ref in refs])
 
@@ -300,13 +300,13 @@ def figure_c(work: Path, scale: Scale) -> dict[str, Any]:
     """Decode-bound work on a LocalCluster of processes: two workers against one.
 
     The analyses go to Dask as the pipeline's ``dask_mapper`` sends them: a few objects
-    per task (``tasks.extract.chunks``). One object per task is measured beside it.
+    per task (``tasks.ingest.extract.chunks``). One object per task is measured beside it.
     """
     from distributed import Client, LocalCluster
 
     from tasks.common import Limits
-    from tasks.discover import discover
-    from tasks.extract import analyze_object, apply_each, chunks
+    from tasks.ingest.discover import discover
+    from tasks.ingest.extract import analyze_object, apply_each, chunks
 
     source = data.make_dataset(work / "data", scale.samples, scale.seed)
     found = discover(str(source), set(), Limits())
@@ -418,7 +418,7 @@ def fused_dim(lake: Path) -> int:
     import duckdb
 
     from tasks.common import MODALITIES, Models
-    from tasks.extract import embedding_dim
+    from tasks.ingest.extract import embedding_dim
 
     if (lake / "braid.duckdb").exists():
         with duckdb.connect(str(lake / "braid.duckdb"), read_only=True) as con:
@@ -523,7 +523,7 @@ def api_similarity(
 ) -> dict[str, Any]:
     """Top 10 similar samples through the API's serving path (``LakeReader`` and its vector
     index): the first build, each query warm, and the refresh after one small part lands."""
-    from tasks import serving
+    from tasks.serve import serving
 
     (lake / "objects").mkdir(exist_ok=True)  # what makes a folder a lake to the reader
     reader = serving.LakeReader(lake, check_every=0.0)
@@ -565,8 +565,8 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
     import numpy as np
 
     from tasks import lake as lake_io
-    from tasks import serving
-    from tasks.tables import TABLES
+    from tasks.lake.tables import TABLES
+    from tasks.serve import serving
 
     dim, rows = fused_dim(work / "lake"), scale.similarity_rows
     lake = work / "similarity-lake"

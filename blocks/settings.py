@@ -121,6 +121,14 @@ class BraidSettings(Block):
             "(a process-<modality> child run per batch, each on its modality's work pool)."
         ),
     )
+    lock_timeout_s: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How long a run waits for another run writing the same lake (one writer at a "
+            "time) before it fails; empty waits as long as it takes, 0 fails at once."
+        ),
+    )
     quality_policy: str = Field(
         default="quarantine",
         pattern="^(quarantine|fail|warn)$",

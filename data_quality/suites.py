@@ -117,6 +117,15 @@ SUITES: dict[str, list[Expectation]] = {
             "expect_column_values_to_be_in_set",
             {"column": "_qc_presence_consistent", "value_set": [True]},
         ),
+        # Every row belongs to the run's model set, and its slots have that set's dimensions.
+        Expectation(
+            "expect_column_values_to_be_in_set",
+            {"column": "model_set", "value_set": ["$model_set"]},
+        ),
+        Expectation(
+            "expect_column_values_to_be_in_set",
+            {"column": "_qc_slots_match_set", "value_set": [True]},
+        ),
     ],
 }
 
@@ -129,6 +138,8 @@ def resolve(expectations: list[Expectation], params: dict[str, Any]) -> list[Exp
             if v[1:] not in params:
                 raise KeyError(f"expectation parameter {v} is not configured")
             return params[v[1:]]
+        if isinstance(v, list):
+            return [value(item) for item in v]
         return v
 
     return [Expectation(e.type, {k: value(v) for k, v in e.kwargs.items()}) for e in expectations]

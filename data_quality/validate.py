@@ -19,7 +19,7 @@ import polars as pl
 
 from data_quality.suites import POLICIES, SUITES, Expectation, resolve
 from tasks.common import MODALITIES
-from tasks.tables import VALIDATIONS
+from tasks.lake.tables import VALIDATIONS
 
 ROW = "_row"
 DOCS_SITE = "braid"
@@ -63,8 +63,15 @@ class Validation:
         return self.policy == "fail" and not self.success
 
 
-def derive_qc_columns(table: str, frame: pl.DataFrame) -> pl.DataFrame:
-    """Add the scalar ``_qc_*`` columns a suite reads, in one vectorised polars pass."""
+def derive_qc_columns(
+    table: str, frame: pl.DataFrame, params: dict[str, Any] | None = None
+) -> pl.DataFrame:
+    """Add the scalar ``_qc_*`` columns a suite reads, in one vectorised polars pass.
+
+    For ``fused``, ``params`` give each slot's dimension under the run's model set
+    (``<modality>_dim``): a present slot of another length fails ``_qc_slots_match_set``.
+    """
+    params = params or {}
     columns: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW)]
     if {"width", "height"} <= set(frame.columns):
         columns.append((pl.col("width").cast(pl.Int64) * pl.col("height")).alias("_qc_pixels"))
@@ -86,6 +93,13 @@ def derive_qc_columns(table: str, frame: pl.DataFrame) -> pl.DataFrame:
             .fill_null(False)
             .alias("_qc_presence_consistent"),
         ]
+        if all(f"{m}_dim" in params for m in MODALITIES):
+            lengths = [
+                pl.col(f"{m}_embedding").list.len().fill_null(params[f"{m}_dim"])
+                == params[f"{m}_dim"]
+                for m in MODALITIES
+            ]
+            columns.append(pl.all_horizontal(lengths).fill_null(False).alias("_qc_slots_match_set"))
     return frame.with_columns(columns)
 
 
@@ -149,7 +163,7 @@ def run_suite(table: str, frame: pl.DataFrame, params: dict[str, Any]) -> list[E
     import great_expectations as gx
 
     expectations = resolve(SUITES[table], params)
-    derived = derive_qc_columns(table, frame)
+    derived = derive_qc_columns(table, frame, params)
     missing = _columns_read(expectations) - set(derived.columns)
     if missing:
         raise ValueError(f"{table}: columns {sorted(missing)} are missing for validation")

@@ -32,10 +32,10 @@ from pydantic import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.secrets import load_secret
-from tasks import serving
 from tasks.common import MODALITIES
-from tasks.encoders import DEFAULT_TEXT_MODEL
-from tasks.tables import FUSED, TABLES, feature_table
+from tasks.lake.tables import FUSED, TABLES, feature_table
+from tasks.media.encoders import DEFAULT_TEXT_MODEL
+from tasks.serve import serving
 
 logger = logging.getLogger("braid.api")
 
@@ -466,7 +466,7 @@ def make_app(
     reader = serving.LakeReader(lake, check_every=check_every)
 
     def embed(text: str) -> list[float]:
-        from tasks.encoders import embed_texts
+        from tasks.media.encoders import embed_texts
 
         try:
             return [float(x) for x in embed_texts([text], text_model)[0]]

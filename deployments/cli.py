@@ -194,6 +194,13 @@ def _processing_options(parser: argparse.ArgumentParser) -> None:
         "Dask cluster or child runs (default 8; 0 never)",
     )
     parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for another run writing the same lake before failing "
+        "(default: wait as long as it takes; 0 fails at once)",
+    )
+    parser.add_argument(
         "--quality-policy",
         choices=POLICIES,
         help="what failed validation does to every table (default quarantine)",
@@ -231,6 +238,7 @@ def _processing_parameters(args: argparse.Namespace) -> dict[str, Any]:
         "quality_policies": dict(args.policy_for) or None,
         "fan_out": args.fan_out,
         "inline_max_objects": args.inline_max_objects,
+        "lock_timeout_s": args.lock_timeout,
     }
 
 
@@ -263,7 +271,7 @@ def cmd_samples(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from tasks.storage import source_root
+    from tasks.lake.storage import source_root
 
     try:
         source = source_root(args.source)
@@ -279,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_redrive(args: argparse.Namespace) -> None:
-    from tasks.query import connect
+    from tasks.lake.query import connect
 
     try:
         connect(args.lake).close()
@@ -304,7 +312,7 @@ def cmd_redrive(args: argparse.Namespace) -> None:
 def cmd_quality(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from tasks.query import last_validations
+    from tasks.lake.query import last_validations
 
     try:
         frame = last_validations(args.lake)
@@ -319,7 +327,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
 
 def _check_models(args: argparse.Namespace) -> None:
     """Fail before any work when a configured model cannot be found."""
-    from tasks.encoders import embedding_dim
+    from tasks.media.encoders import embedding_dim
 
     for kind in ("text", "image", "audio"):
         model = getattr(args, f"{kind}_model")
@@ -431,7 +439,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
 def cmd_sql(args: argparse.Namespace) -> None:
     import duckdb
 
-    from tasks.query import run_sql
+    from tasks.lake.query import run_sql
 
     try:
         frame = run_sql(args.lake, args.query)
@@ -441,8 +449,8 @@ def cmd_sql(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from tasks.encoders import DEFAULT_TEXT_MODEL
-    from tasks.query import search_text
+    from tasks.lake.query import search_text
+    from tasks.media.encoders import DEFAULT_TEXT_MODEL
 
     try:
         frame = search_text(args.lake, args.text, args.k, args.text_model or DEFAULT_TEXT_MODEL)
@@ -456,7 +464,7 @@ def cmd_api(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from deployments import api
-    from tasks.encoders import DEFAULT_TEXT_MODEL
+    from tasks.media.encoders import DEFAULT_TEXT_MODEL
 
     try:
         token = api.load_token(args.token_block)
@@ -473,7 +481,7 @@ def cmd_api(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from tasks.report import build_report
+    from tasks.serve.report import build_report
 
     try:
         out = build_report(args.lake, args.out)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deployments.events import ObjectCreated
-from tasks.storage import is_listed
+from tasks.lake.storage import is_listed
 
 logger = logging.getLogger("braid.watch")
 

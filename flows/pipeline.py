@@ -31,25 +31,27 @@ from data_quality.validate import (
     to_markdown,
     validate_table,
 )
-from tasks import fuse, lake
 from tasks.common import MODALITIES, Limits, Models, ObjectRef
-from tasks.discover import Discovery, discover, inspect_object
-from tasks.extract import (
+from tasks.faults import crash_point
+from tasks.ingest import fuse, land
+from tasks.ingest import plan as planning
+from tasks.ingest.discover import Discovery, discover, inspect_object
+from tasks.ingest.extract import (
     BatchResult,
     apply_each,
     chunks,
-    embedding_dim,
     extract_batch,
     failed_batch,
-    model_id_for,
     plan_batches,
-    rejected_at_discovery,
-    validation_rejects,
 )
-from tasks.lake import rows_frame
-from tasks.query import quarantined_objects
-from tasks.storage import object_size, use_credentials_block
-from tasks.tables import COSTS, OBJECTS, TABLES, feature_table
+from tasks.ingest.plan import Plan
+from tasks.lake import store as lake
+from tasks.lake.lock import lake_lock, remove_stale_staging, staging_dir
+from tasks.lake.query import quarantined_objects
+from tasks.lake.storage import object_size, use_credentials_block
+from tasks.lake.store import rows_frame
+from tasks.lake.tables import COSTS, OBJECTS, TABLES, feature_table
+from tasks.media.identity import ModelSet, SlotModel, resolve_model_set
 
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
@@ -81,11 +83,13 @@ def models_of(settings: BraidSettings) -> Models:
     )
 
 
-def quality_params(settings: BraidSettings, dims: dict[str, int]) -> dict[str, Any]:
+def quality_params(settings: BraidSettings, model_set: ModelSet) -> dict[str, Any]:
     """Values the suites' ``$parameters`` take for this run."""
+    dims = model_set.dims
     return {
         **{f"{m}_dim": dims[m] for m in MODALITIES},
-        "fused_dim": sum(dims.values()),
+        "fused_dim": model_set.fused_dim,
+        "model_set": model_set.key,
         "norm_tolerance": settings.norm_tolerance,
         "max_duration_s": settings.max_duration_s,
         "max_image_pixels": settings.max_image_pixels,
@@ -99,9 +103,9 @@ def quality_params(settings: BraidSettings, dims: dict[str, int]) -> dict[str, A
 
 
 @task(name="discover-objects", retries=2, retry_delay_seconds=5)
-def discover_objects(source: str, lake_path: str, limits: Limits) -> Discovery:
-    """List the source, hash and sniff each object, and skip what the lake already holds."""
-    return discover(source, lake.known_object_ids(lake_path), limits)
+def discover_objects(source: str, limits: Limits) -> Discovery:
+    """List the source, hash and sniff each object (what is already landed is the plan's to say)."""
+    return discover(source, set(), limits)
 
 
 @contextmanager
@@ -163,70 +167,51 @@ def validate_rows(
 
 @task(name="land-table")
 def land_table(
-    lake_path: str, modality: str, results: list[BatchResult], validation: Validation, run_id: str
-) -> Counter[str]:
+    lake_path: str, modality: str, results: list[BatchResult], validation: Validation,
+    slot: SlotModel, run_id: str,
+) -> Counter[str]:  # fmt: skip
     """Land a modality's validated rows, its quarantine and its objects (the objects part last)."""
-    quarantine = [r.quarantine for r in results]
-    objects = pl.concat([r.objects for r in results])
-    if validation.blocks_landing:
-        # Nothing of the table lands; its good objects stay unknown, so the next run retries them.
-        features = validation.passed
-        objects = objects.filter(pl.col("status") == "quarantined")
-    else:
-        features = validation.passed
-        if validation.policy == "quarantine" and not validation.failed.is_empty():
-            failed = validation.failed
-            quarantine.append(validation_rejects(failed, run_id))
-            objects = objects.with_columns(
-                status=pl.when(pl.col("object_id").is_in(failed["object_id"].implode()))
-                .then(pl.lit("quarantined"))
-                .otherwise(pl.col("status"))
-            )
-    quarantined = pl.concat(quarantine)
-    part = f"{run_id}-{modality}"
-    lake.write_part(lake_path, feature_table(modality), features, part)
-    lake.write_part(lake_path, "quarantine", quarantined, part)
-    lake.write_part(lake_path, "validations", results_frame(validation, run_id), part)
-    lake.write_part(lake_path, "costs", pl.concat([r.costs for r in results]), part)
-    lake.write_part(lake_path, "objects", objects, part)
-    return Counter(landed=features.height, quarantined=quarantined.height)
+    checked = checked_rows(validation, run_id)
+    checked.passed = land.stamp_identity(checked.passed, slot)
+    return land.land_features(lake_path, modality, results, checked, slot, run_id)
 
 
-@task(name="land-rejections")
-def land_rejections(lake_path: str, found: Discovery, run_id: str) -> Counter[str]:
-    """Land what discovery refused (empty, unknown, mislabelled) straight to quarantine."""
-    if not found.rejected:
-        return Counter()
-    result = rejected_at_discovery(found.rejected, run_id)
-    lake.write_part(lake_path, "quarantine", result.quarantine, f"{run_id}-discover")
-    lake.write_part(lake_path, "objects", result.objects, f"{run_id}-discover")
-    return Counter(item["modality"] for item in found.rejected)
+@task(name="plan-run")
+def plan_objects(
+    lake_path: str, found: Discovery, model_set: ModelSet, run_id: str, redrive: bool
+) -> Plan:
+    """What this run must extract: the objects without rows under the wanted model keys."""
+    with lake.connect(lake_path, TABLES) as con:
+        return planning.plan_run(found, con, model_set, run_id, redrive)
+
+
+@task(name="plan-fusion")
+def plan_fusion(lake_path: str, model_set: ModelSet) -> tuple[dict[str, str], str | None]:
+    """Samples to (re-)fuse, with their input fingerprints, and the lake's current model set."""
+    with lake.connect(lake_path, TABLES) as con:
+        current, _ = lake.current_model_set(con)
+        return planning.samples_to_fuse(con, model_set), current
 
 
 @task(name="fuse-samples")
 def fuse_samples(
-    lake_path: str, sample_ids: list[str], models: Models, dims: dict[str, int], run_id: str
+    lake_path: str, fingerprints: dict[str, str], model_set: ModelSet, run_id: str
 ) -> pl.DataFrame:
-    """Fuse every sample that gained objects in this run from all its landed embeddings."""
-    model_ids = {m: model_id_for(m, models) for m in MODALITIES}
+    """Fuse the samples whose fused rows are missing or stale, from all their members' embeddings."""
     with lake.connect(lake_path, TABLES) as con:
-        embeddings = fuse.load_sample_embeddings(con, sample_ids, model_ids)
-    return fuse.fuse_samples(embeddings, dims, model_ids, run_id)
+        embeddings = fuse.load_sample_embeddings(con, sorted(fingerprints), model_set)
+    return fuse.fuse_samples(embeddings, model_set, fingerprints, run_id)
 
 
-@task(name="land-fused")
-def land_fused(lake_path: str, validation: Validation, run_id: str) -> int:
-    """Land the fused rows that passed; failing samples go to quarantine under their sample id."""
-    lake.write_part(lake_path, "fused", validation.passed, run_id)
-    if validation.policy == "quarantine" and not validation.failed.is_empty():
-        lake.write_part(
-            lake_path,
-            "quarantine",
-            validation_rejects(validation.failed, run_id),
-            f"{run_id}-fused",
-        )
-    lake.write_part(lake_path, "validations", results_frame(validation, run_id), f"{run_id}-fused")
-    return validation.passed.height
+def checked_rows(validation: Validation, run_id: str) -> land.Checked:
+    """A validation as the plain data the landing rules take."""
+    return land.Checked(
+        passed=validation.passed,
+        failed=validation.failed,
+        policy=validation.policy,
+        blocks_landing=validation.blocks_landing,
+        results=results_frame(validation, run_id),
+    )
 
 
 @task(name="announce-landing")
@@ -475,7 +460,7 @@ def fan_out_to_deployments(
     batches: list[tuple[str, list[ObjectRef]]], settings: BraidSettings, run_id: str
 ) -> dict[str, list[BatchResult]]:
     """One child run per modality batch, each on its modality's pool; results come back staged."""
-    staging = str(Path(settings.lake) / "_staging" / run_id)
+    staging = str(staging_dir(settings.lake, run_id))
     futures = [
         run_batch_deployment.submit(
             modality, refs, f"{modality}-{i:05d}", staging, settings, run_id
@@ -486,22 +471,47 @@ def fan_out_to_deployments(
 
 
 def process(
-    found: Discovery, settings: BraidSettings, run_id: str, costs: CostLog | None = None
+    found: Discovery,
+    settings: BraidSettings,
+    run_id: str,
+    costs: CostLog | None = None,
+    redrive: bool = False,
 ) -> dict[str, Any]:
-    """Extract, validate, land and fuse what discovery found; the body both flows share."""
-    costs = costs or CostLog(run_id)
+    """Plan, extract, validate, land and fuse; the body both flows share.
+
+    Runs under the lake's writer lock: a second run waits, then plans from what the first
+    landed. Staging that crashed runs left behind is removed first, this run's at the end.
+    """
+    logger = get_run_logger()
+    with lake_lock(
+        settings.lake, run_id, settings.lock_timeout_s, on_wait=logger.warning,
+        on_stale=logger.warning,
+    ):  # fmt: skip
+        removed = remove_stale_staging(settings.lake, run_id)
+        if removed:
+            logger.info("removed staging left by %d crashed runs: %s", len(removed), removed)
+        try:
+            return _process_locked(found, settings, run_id, costs or CostLog(run_id), redrive)
+        finally:
+            shutil.rmtree(staging_dir(settings.lake, run_id), ignore_errors=True)
+
+
+def _process_locked(
+    found: Discovery, settings: BraidSettings, run_id: str, costs: CostLog, redrive: bool
+) -> dict[str, Any]:
     models, limits = models_of(settings), limits_of(settings)
+    model_set = resolve_model_set(models)
+    work = plan_objects(settings.lake, found, model_set, run_id, redrive)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for modality, n in land_rejections(settings.lake, found, run_id).items():
+    land.land_members(settings.lake, work.members, run_id)
+    for modality, n in land.land_rejections(settings.lake, work.rejected, run_id).items():
         counts[modality]["quarantined"] += n
-    batches = plan_batches(found.new, settings.batch_size)
+    batches = plan_batches(work.extract, settings.batch_size)
     validations: list[Validation] = []
-    dims: dict[str, int] = {}
+    params = quality_params(settings, model_set)
     if batches:
         prepare_in_background()  # Great Expectations loads while the batches extract
-        dims = {m: embedding_dim(m, models) for m in MODALITIES}
-        params = quality_params(settings, dims)
-        if len(found.new) <= settings.inline_max_objects:
+        if len(work.extract) <= settings.inline_max_objects:
             # A few objects: a Dask cluster or a child run would take longer to start.
             futures = [
                 extract_features_in_flow.submit(modality, refs, models, limits, run_id)
@@ -512,10 +522,11 @@ def process(
             extracted = fan_out_to_deployments(batches, settings, run_id)
         else:
             runner = dask_runner(settings.dask_address, settings.dask_workers)
-            staging = Path(settings.lake) / "_staging" / run_id
+            staging = staging_dir(settings.lake, run_id)
             extracted = extract_modalities.with_options(task_runner=runner)(
                 stage_plan(staging, "local", batches), models, limits, run_id
             )
+        crash_point("extracted")
         for modality, results in sorted(extracted.items()):
             table = feature_table(modality)
             frame = pl.concat([r.features for r in results])
@@ -523,28 +534,34 @@ def process(
                 validation = validate_rows(table, frame, params, settings.policy_for(table))
             validations.append(validation)
             with costs.measure("land", modality):
-                landed = land_table(settings.lake, modality, results, validation, run_id)
+                slot = model_set.slot(modality)
+                landed = land_table(settings.lake, modality, results, validation, slot, run_id)
             counts[modality].update(landed)
+            crash_point(f"landed:{modality}")
     fused = 0
     fused_samples: dict[str, list[str]] = {}
-    samples = sorted({ref.sample_id for ref in found.new})
-    if samples and dims:
+    fingerprints, current = plan_fusion(settings.lake, model_set)
+    if fingerprints:
+        prepare_in_background()
         with costs.measure("fuse", "fused"):
-            rows = fuse_samples(settings.lake, samples, models, dims, run_id)
+            rows = fuse_samples(settings.lake, fingerprints, model_set, run_id)
         with costs.measure("validate", "fused"):
-            validation = validate_rows(
-                "fused", rows, quality_params(settings, dims), settings.policy_for("fused")
-            )
+            validation = validate_rows("fused", rows, params, settings.policy_for("fused"))
         validations.append(validation)
         with costs.measure("land", "fused"):
-            fused = land_fused(settings.lake, validation, run_id)
+            checked = checked_rows(validation, run_id)
+            fused = land.land_fused(settings.lake, checked, fingerprints, model_set, run_id)
         fused_samples = dict(validation.passed.select("sample_id", "modalities").iter_rows())
-    shutil.rmtree(Path(settings.lake) / "_staging" / run_id, ignore_errors=True)
-    if found.new or found.rejected:  # a run that finds nothing new writes nothing
+        crash_point("landed:fused")
+    if not any(v.blocks_landing for v in validations):
+        land.land_model_set(settings.lake, model_set, current, run_id)
+    wrote = bool(batches or work.rejected or fingerprints or not work.members.is_empty())
+    if wrote:  # a run that finds nothing to do writes nothing
         lake.write_part(settings.lake, "costs", costs.frame(), f"{run_id}-run")
     announce_landing(settings.lake, run_id, {m: dict(c) for m, c in counts.items()}, fused_samples)
     docs = build_quality_docs(settings.lake) if validations else None
     catalog = refresh_catalog(settings.lake)
+    crash_point("catalog")
     blocked = [v for v in validations if v.blocks_landing]
     if blocked:
         raise QualityGateFailed(
@@ -556,9 +573,10 @@ def process(
         "lake": settings.lake,
         "catalog": catalog,
         "quality_docs": docs,
-        "new": len(found.new) + len(found.rejected),
-        "known": found.known,
+        "new": len(work.extract) + len(work.rejected),
+        "known": work.done,
         "duplicates": found.duplicates,
+        "model_set": model_set.key,
         "modalities": {m: dict(c) for m, c in sorted(counts.items())},
         "validations": {v.table: round(v.success_percent, 1) for v in validations},
         "samples_fused": fused,
@@ -586,6 +604,7 @@ def pipeline(
     modalities: list[str] | None = None,
     fan_out: str | None = None,
     inline_max_objects: int | None = None,
+    lock_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Turn what is new under ``source`` into validated feature tables, fused per sample.
 
@@ -596,13 +615,13 @@ def pipeline(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
         dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
-        fan_out=fan_out, inline_max_objects=inline_max_objects,
+        fan_out=fan_out, inline_max_objects=inline_max_objects, lock_timeout_s=lock_timeout_s,
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
     costs = CostLog(run_id)
     with costs.measure("discover"):
-        found = discover_objects(source, settings.lake, limits_of(settings))
+        found = discover_objects(source, limits_of(settings))
     if modalities:
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
@@ -630,6 +649,7 @@ def redrive(
     quality_policies: dict[str, str] | None = None,
     fan_out: str | None = None,
     inline_max_objects: int | None = None,
+    lock_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Re-process quarantined objects (after a fix, a new limit or a new model).
 
@@ -642,7 +662,7 @@ def redrive(
         settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
         audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
         dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
-        fan_out=fan_out, inline_max_objects=inline_max_objects,
+        fan_out=fan_out, inline_max_objects=inline_max_objects, lock_timeout_s=lock_timeout_s,
     )  # fmt: skip
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
@@ -661,7 +681,7 @@ def redrive(
             superseded.append({**row, "status": "superseded"})
     if superseded:
         _land_superseded(settings.lake, superseded, run_id)
-    summary = process(found, settings, run_id)
+    summary = process(found, settings, run_id, redrive=True)
     return {
         **summary,
         "redriven": chosen.height,

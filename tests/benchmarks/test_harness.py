@@ -128,8 +128,8 @@ def test_the_report_has_a_row_per_measure_and_the_machine(bench) -> None:
 
 def test_copies_are_new_objects_that_decode_like_their_originals(tmp_path: Path) -> None:
     from tasks.common import Analysis, Limits
-    from tasks.discover import discover
-    from tasks.extract import analyze_object
+    from tasks.ingest.discover import discover
+    from tasks.ingest.extract import analyze_object
 
     source = data.make_dataset(tmp_path, samples=3, base=1)
     found = discover(str(source), set(), Limits())

@@ -21,8 +21,8 @@ from data_quality import validate
 from data_quality.suites import SUITES, resolve
 from data_quality.validate import Validation, build_docs, results_frame, to_markdown, validate_table
 from tasks.common import MODALITIES, Limits
-from tasks.lake import rows_frame
-from tasks.tables import TABLES, VALIDATIONS
+from tasks.lake.store import rows_frame
+from tasks.lake.tables import TABLES, VALIDATIONS
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 # Distinct small lengths, so a vector of one modality's length is wrong for every other.
@@ -32,6 +32,7 @@ MAX_PIXELS = 64_000_000
 PARAMS: dict[str, Any] = {
     **{f"{m}_dim": d for m, d in DIMS.items()},
     "fused_dim": sum(DIMS.values()),
+    "model_set": "set-1",
     "norm_tolerance": 1e-3,
     "max_duration_s": 600.0,
     "max_image_pixels": MAX_PIXELS,
@@ -97,7 +98,7 @@ def feature_rows(modality: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def fused_row(sample_id: str, present: tuple[str, ...] = ("image", "audio")) -> dict[str, Any]:
-    """A fused row the way tasks.fuse builds it: unit slots, zeros for absent modalities."""
+    """A fused row the way tasks.ingest.fuse builds it: unit slots, zeros for absent modalities."""
     slots = {m: unit_vectors(1, DIMS[m], seed=len(sample_id))[0] for m in present}
     fused = np.concatenate(
         [np.asarray(slots.get(m, np.zeros(DIMS[m])), np.float32) for m in MODALITIES]
@@ -112,6 +113,8 @@ def fused_row(sample_id: str, present: tuple[str, ...] = ("image", "audio")) -> 
         "object_ids": [f"{sample_id}-{m}" for m in present],
         "n_objects": len(present),
         "model_id": "fusion",
+        "model_set": "set-1",
+        "input_fingerprint": f"inputs-of-{sample_id}",
         "flow_run_id": "run-1",
         "landed_at": T0,
     }
@@ -264,6 +267,16 @@ CASES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
         "fused",
         {"modalities": ["image", "audio", "smell"]},
         {label("be_in_set", "_qc_modalities_known")},
+    ),
+    "slot-of-another-length": (
+        "fused",
+        {"image_embedding": unit_vectors(1, DIMS["image"] + 1)[0]},  # another model's image slot
+        {label("be_in_set", "_qc_slots_match_set")},
+    ),
+    "row-of-another-model-set": (
+        "fused",
+        {"model_set": "set-0"},
+        {label("be_in_set", "model_set")},
     ),
     "fused-embedding-one-slot": (
         "fused",

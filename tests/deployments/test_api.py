@@ -30,7 +30,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tasks.query import connect, search_text
+from tasks.lake.query import connect, search_text
 
 BRAID = [sys.executable, "-m", "deployments.cli"]
 TOKEN = "s3cret-token-for-tests"
@@ -639,7 +639,7 @@ def test_token_from_a_prefect_secret_block(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_braid_report_on_the_pipeline_lake(lake: Path, tmp_path: Path) -> None:
     """The report command, on the lake this module already landed."""
-    from tasks.report import COST_PER_STAGE, TITLES
+    from tasks.serve.report import COST_PER_STAGE, TITLES
 
     result = braid("report", "--lake", str(lake), "--out", str(tmp_path / "r.html"), home=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from tasks.lake import CATALOG_FILE
+from tasks.lake.store import CATALOG_FILE
 
 pytestmark = pytest.mark.integration
 

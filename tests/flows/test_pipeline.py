@@ -18,8 +18,8 @@ from prefect.client.schemas.filters import (
 
 from flows.pipeline import pipeline, plan_batches
 from tasks.common import MODALITIES, ObjectRef
-from tasks.encoders import embedding_dim
-from tasks.lake import CATALOG_FILE
+from tasks.lake.store import CATALOG_FILE
+from tasks.media.encoders import embedding_dim
 
 N_SAMPLES = 3  # the shared sample_dir fixture
 

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from blocks.settings import BraidSettings
 from flows.pipeline import QUALITY_DOCS, QualityGateFailed, pipeline, redrive
-from tasks.lake import CATALOG_FILE
+from tasks.lake.store import CATALOG_FILE
 
 SAMPLES = ("sample-0000", "sample-0001")
 FILES = ("image", "caption.txt", "audio")

@@ -17,9 +17,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from flows.pipeline import pipeline
-from tasks import storage
 from tasks.common import MODALITIES
-from tasks.lake import CATALOG_FILE
+from tasks.lake.store import CATALOG_FILE, storage
 
 pytestmark = pytest.mark.integration
 

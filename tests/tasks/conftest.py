@@ -10,13 +10,15 @@ from typing import Any
 import polars as pl
 import pytest
 
-from tasks.lake import rows_frame, write_part
-from tasks.tables import TABLES
+from tasks.lake.store import rows_frame, write_part
+from tasks.lake.tables import TABLES
 
 RUN_1, RUN_2 = "run-1", "run-2"
 T1 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 T2 = T1 + timedelta(days=1, hours=2)
 TEXT_MODEL = "test/text-3d"
+MODEL_SET = "test-set"
+SLOT_DIMS = {"image": 4, "text": 3, "audio": 2, "video": 4, "timeseries": 16}
 COSTS_SCHEMA: dict[str, pl.DataType] = {
     "modality": pl.String(),
     "object_id": pl.String(),
@@ -134,6 +136,7 @@ def make_lake(root: Path, costs: bool = True) -> Path:
             "object_ids": [f"{sample}-{m}" for m in modalities],
             "n_objects": len(modalities),
             "model_id": "test",
+            "model_set": MODEL_SET,
             "flow_run_id": RUN_2 if sample == "s3" else RUN_1,
             "landed_at": T2 if sample == "s3" else T1,
         }
@@ -148,6 +151,13 @@ def make_lake(root: Path, costs: bool = True) -> Path:
     for modality, rows in features.items():
         write(f"{modality}_features", rows, modality)
     write("quarantine", quarantine, RUN_1)
+    write(
+        "model_sets",
+        [{"model_set": MODEL_SET, "modality": m, "model_id": f"test/{m}", "embedding_dim": d,
+          "model_key": f"test/{m}", "flow_run_id": RUN_1, "landed_at": T1}
+         for m, d in SLOT_DIMS.items()],
+        RUN_1,
+    )  # fmt: skip
     write("fused", [f for f in fused if f["flow_run_id"] == RUN_1], RUN_1)
     write("fused", [f for f in fused if f["flow_run_id"] == RUN_2], RUN_2)
     if costs:

@@ -1,0 +1,1 @@
+"""What a run does, step by step: discover, plan, extract, fuse and land."""

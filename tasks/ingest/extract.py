@@ -1,0 +1,364 @@
+"""One batch of one modality, from object references to rows ready to land.
+
+``analyze_object`` is the plain per-object function a Dask client maps over a batch
+(read, decode, measure); ``extract_batch`` then embeds the batch in one model call and
+builds the feature, quarantine and objects rows. A bad object becomes a quarantine row
+with its stage and reason; it never fails the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected, l2_normalise, reason_for
+from tasks.lake.storage import read_bytes
+from tasks.lake.store import rows_frame
+from tasks.lake.tables import COSTS, OBJECTS, QUARANTINE, TABLES, feature_table
+from tasks.media import audio, image, text, timeseries, video
+
+Mapper = Callable[[Callable[[ObjectRef], Any], list[ObjectRef]], Iterable[Any]]
+
+# A Dask task costs a few milliseconds of scheduling; an image analysis about twenty.
+MAX_OBJECTS_PER_TASK = 8
+
+ANALYZERS: dict[str, Callable[[bytes, Limits, str], Analysis]] = {
+    "image": image.analyze,
+    "text": text.analyze,
+    "audio": audio.analyze,
+    "video": video.analyze,
+    "timeseries": timeseries.analyze,
+}
+
+
+@dataclass
+class BatchResult:
+    """Rows a batch produced, ready to validate and land."""
+
+    modality: str
+    features: pl.DataFrame
+    quarantine: pl.DataFrame
+    objects: pl.DataFrame
+    costs: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COSTS))
+
+    @property
+    def landed(self) -> int:
+        return self.features.height
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantine.height
+
+
+@dataclass
+class Analysed:
+    """One object's analysis (or rejection) and what reading and decoding it cost."""
+
+    ref: ObjectRef
+    result: Analysis | Rejected
+    cpu_s: float
+    wall_s: float
+
+
+def analyze_object(ref: ObjectRef, limits: Limits) -> Analysed:
+    """Read and analyse one object; any failure comes back as a rejection, never raised."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    result: Analysis | Rejected
+    try:
+        data = read_bytes(ref.uri)
+    except OSError as exc:
+        result = Rejected("read", reason_for(exc))
+    else:
+        try:
+            result = ANALYZERS[ref.modality](data, limits, ref.media_type)
+        except Rejected as rejection:
+            result = rejection
+        except Exception as exc:  # a decoder's own error: keep the batch going
+            result = Rejected("decode", reason_for(exc))
+    return Analysed(ref, result, time.process_time() - cpu, time.perf_counter() - wall)
+
+
+def chunks(items: list[Any], threads: int) -> list[list[Any]]:
+    """Cut a batch into tasks: about two per thread, so a slow object can't idle the rest,
+    and at most ``MAX_OBJECTS_PER_TASK`` each, so scheduling stays a small share of the work."""
+    size = max(1, min(MAX_OBJECTS_PER_TASK, -(-len(items) // (2 * max(1, threads)))))
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def apply_each(items: list[Any], function: Callable[[Any], Any]) -> list[Any]:
+    """``function`` over a chunk of items, in order: one Dask task's work."""
+    return [function(item) for item in items]
+
+
+def model_id_for(modality: str, models: Models) -> str:
+    """The id recorded as lineage for a modality's ``embedding`` column."""
+    handcrafted = {
+        "image": image.HANDCRAFTED_MODEL,
+        "video": image.HANDCRAFTED_MODEL,
+        "audio": audio.HANDCRAFTED_MODEL,
+        "timeseries": timeseries.HANDCRAFTED_MODEL,
+    }
+    configured = {"text": models.text, "image": models.image, "video": models.image,
+                  "audio": models.audio}.get(modality)  # fmt: skip
+    return configured or handcrafted[modality]
+
+
+def embedding_dim(modality: str, models: Models) -> int:
+    """The length of a modality's embedding under the configured models."""
+    from tasks.media.encoders import embedding_dim as model_dim
+
+    fixed = {
+        "image": (models.image, "image", image.HANDCRAFTED_DIM),
+        "video": (models.image, "image", image.HANDCRAFTED_DIM),
+        "audio": (models.audio, "audio", audio.HANDCRAFTED_DIM),
+        "text": (models.text, "text", 0),
+        "timeseries": (None, "", timeseries.HANDCRAFTED_DIM),
+    }
+    model, kind, default = fixed[modality]
+    return model_dim(model, kind) if model else default
+
+
+def _embed_inputs(
+    modality: str, analyses: list[Analysis], models: Models, limits: Limits
+) -> dict[str, np.ndarray]:
+    """Embedding columns for a batch of analyses: one model call per column."""
+    if modality == "text":
+        return {"embedding": text.embed([a.model_input for a in analyses], models.text)}
+    if modality == "image":
+        if models.image is None:
+            return {"embedding": np.stack([a.vector for a in analyses])}
+        return {"embedding": image.embed([a.model_input for a in analyses], models.image)}
+    if modality == "audio":
+        if models.audio is None:
+            return {"embedding": np.stack([a.vector for a in analyses])}
+        inputs = [a.model_input for a in analyses]
+        return {"embedding": audio.embed(inputs, models.audio, limits.audio_sample_rate)}
+    if modality == "video":
+        return _embed_videos(analyses, models, limits)
+    return {"embedding": np.stack([a.vector for a in analyses])}
+
+
+def _embed_videos(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    if models.image is None:
+        frames = np.stack([a.vector for a in analyses])
+    else:
+        counts = [len(a.model_input["frames"]) for a in analyses]
+        flat = [f for a in analyses for f in a.model_input["frames"]]
+        frames = video.pool_frames(image.embed(flat, models.image), counts)
+    tracks: list[np.ndarray | None] = [a.extra.get("audio_vector") for a in analyses]
+    if models.audio is not None:
+        with_audio = [i for i, a in enumerate(analyses) if a.model_input["audio"] is not None]
+        if with_audio:
+            inputs = [analyses[i].model_input["audio"] for i in with_audio]
+            vectors = audio.embed(inputs, models.audio, limits.audio_sample_rate)
+            for i, vector in zip(with_audio, vectors, strict=True):
+                tracks[i] = vector
+    return {"embedding": frames, "audio_embedding": tracks}
+
+
+def embed_batch(
+    modality: str, analyses: list[Analysis], models: Models, limits: Limits
+) -> list[dict[str, Any] | Rejected]:
+    """Embed a batch in one call; if the batch call fails, embed one by one to isolate the culprit."""
+    if not analyses:
+        return []
+    try:
+        columns = _embed_inputs(modality, analyses, models, limits)
+        return [{name: values[i] for name, values in columns.items()} for i in range(len(analyses))]
+    except Exception as exc:
+        # One object alone is its own culprit, also when the whole batch was that one object.
+        if len(analyses) == 1:
+            return [Rejected("embed", reason_for(exc))]
+    results: list[dict[str, Any] | Rejected] = []
+    for analysis in analyses:
+        results.extend(embed_batch(modality, [analysis], models, limits))
+    return results
+
+
+def _as_list(vector: np.ndarray | None) -> list[float] | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32).tolist()
+
+
+def extract_batch(
+    modality: str,
+    refs: list[ObjectRef],
+    models: Models,
+    limits: Limits,
+    flow_run_id: str,
+    mapper: Mapper = map,
+) -> BatchResult:
+    """Analyse, embed and tabulate one batch; ``mapper`` spreads the per-object work (Dask)."""
+    analysed: list[Analysed] = list(mapper(partial(analyze_object, limits=limits), refs))
+    good = [(a.ref, a.result) for a in analysed if isinstance(a.result, Analysis)]
+    failed = [(a.ref, a.result) for a in analysed if isinstance(a.result, Rejected)]
+    cpu, wall = time.process_time(), time.perf_counter()
+    embedded = embed_batch(modality, [a for _, a in good], models, limits)
+    embed_cpu, embed_wall = time.process_time() - cpu, time.perf_counter() - wall
+    model_id = model_id_for(modality, models)
+    now = datetime.now(UTC)
+    cost_rows = [
+        {"modality": modality, "object_id": a.ref.object_id, "stage": "decode",
+         "cpu_s": a.cpu_s, "wall_s": a.wall_s, "flow_run_id": flow_run_id, "landed_at": now}
+        for a in analysed
+    ] + [
+        # One model call embeds the whole batch: its cost is shared evenly.
+        {"modality": modality, "object_id": ref.object_id, "stage": "embed",
+         "cpu_s": embed_cpu / len(good), "wall_s": embed_wall / len(good),
+         "flow_run_id": flow_run_id, "landed_at": now}
+        for ref, _ in good
+    ]  # fmt: skip
+    feature_rows, object_rows, quarantine_rows = [], [], []
+    for (ref, analysis), columns in zip(good, embedded, strict=True):
+        if isinstance(columns, Rejected):
+            failed.append((ref, columns))
+            continue
+        vector = l2_normalise(columns["embedding"])
+        row: dict[str, Any] = {
+            "object_id": ref.object_id,
+            "sample_id": ref.sample_id,
+            "modality": modality,
+            "uri": ref.uri,
+            "media_type": ref.media_type,
+            "size_bytes": ref.size,
+            **analysis.features,
+            "embedding": _as_list(vector),
+            "embedding_dim": int(vector.shape[0]),
+            "model_id": model_id,
+            "flow_run_id": flow_run_id,
+            "landed_at": now,
+        }
+        if modality == "video":
+            track = columns.get("audio_embedding")
+            row["audio_embedding"] = _as_list(l2_normalise(track)) if track is not None else None
+            row["audio_model_id"] = (
+                (models.audio or audio.HANDCRAFTED_MODEL) if track is not None else None
+            )
+        feature_rows.append(row)
+        object_rows.append(_object_row(ref, "landed", flow_run_id, now))
+    for ref, rejection in failed:
+        quarantine_rows.append(quarantine_row(ref, rejection, flow_run_id, now))
+        object_rows.append(_object_row(ref, "quarantined", flow_run_id, now))
+    return BatchResult(
+        modality=modality,
+        features=rows_frame(feature_rows, TABLES[feature_table(modality)].schema),
+        quarantine=rows_frame(quarantine_rows, QUARANTINE),
+        objects=rows_frame(object_rows, OBJECTS),
+        costs=rows_frame(cost_rows, COSTS),
+    )
+
+
+def _object_row(ref: ObjectRef, status: str, flow_run_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "object_id": ref.object_id,
+        "uri": ref.uri,
+        "sample_id": ref.sample_id,
+        "modality": ref.modality,
+        "media_type": ref.media_type,
+        "size_bytes": ref.size,
+        "discovered_at": now,
+        "status": status,
+        "flow_run_id": flow_run_id,
+        "landed_at": now,
+    }
+
+
+def quarantine_row(
+    ref: ObjectRef, rejection: Rejected, flow_run_id: str, now: datetime
+) -> dict[str, Any]:
+    """The quarantine row of a rejected object."""
+    return {
+        "object_id": ref.object_id,
+        "uri": ref.uri,
+        "sample_id": ref.sample_id,
+        "modality": ref.modality,
+        "stage": rejection.stage,
+        "reason": rejection.reason,
+        "quarantined_at": now,
+        "flow_run_id": flow_run_id,
+        "landed_at": now,
+    }
+
+
+def rejected_at_discovery(rejected: list[dict[str, Any]], flow_run_id: str) -> BatchResult:
+    """Rows for objects refused before any modality could take them (empty, unknown, mislabelled)."""
+    now = datetime.now(UTC)
+    quarantine, objects = [], []
+    for item in rejected:
+        ref = ObjectRef(item["object_id"], item["uri"], item["sample_id"], item["modality"],
+                        item["media_type"] or "", item["size_bytes"])  # fmt: skip
+        quarantine.append(
+            quarantine_row(ref, Rejected(item["stage"], item["reason"]), flow_run_id, now)
+        )
+        objects.append(_object_row(ref, "quarantined", flow_run_id, now))
+    return BatchResult(
+        modality="unknown",
+        features=pl.DataFrame(),
+        quarantine=rows_frame(quarantine, QUARANTINE),
+        objects=rows_frame(objects, OBJECTS),
+    )
+
+
+def validation_rejects(failed: pl.DataFrame, flow_run_id: str) -> pl.DataFrame:
+    """Quarantine rows for rows that failed validation; a fused row is filed under its sample."""
+    now = datetime.now(UTC)
+    if "object_id" in failed.columns:
+        ids = failed.select("object_id", "uri", "sample_id", "modality", "reason")
+    else:
+        ids = failed.select(
+            ("fused:" + pl.col("sample_id")).alias("object_id"),
+            pl.lit("").alias("uri"),
+            "sample_id",
+            pl.lit("fused").alias("modality"),
+            "reason",
+        )
+    return rows_frame(
+        (
+            {
+                **row,
+                "stage": "validate",
+                "quarantined_at": now,
+                "flow_run_id": flow_run_id,
+                "landed_at": now,
+            }
+            for row in ids.iter_rows(named=True)
+        ),
+        QUARANTINE,
+    )
+
+
+def failed_batch(
+    modality: str, refs: list[ObjectRef], reason: str, flow_run_id: str
+) -> BatchResult:
+    """A batch whose child run failed: every object quarantined at stage ``extract``, none lost."""
+    now = datetime.now(UTC)
+    rejection = Rejected("extract", reason)
+    return BatchResult(
+        modality=modality,
+        features=rows_frame([], TABLES[feature_table(modality)].schema),
+        quarantine=rows_frame(
+            [quarantine_row(r, rejection, flow_run_id, now) for r in refs], QUARANTINE
+        ),
+        objects=rows_frame(
+            [_object_row(r, "quarantined", flow_run_id, now) for r in refs], OBJECTS
+        ),
+    )
+
+
+def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:
+    """Group new objects by modality and cut each group into batches."""
+    by_modality: dict[str, list[ObjectRef]] = defaultdict(list)
+    for ref in refs:
+        by_modality[ref.modality].append(ref)
+    return [
+        (modality, group[start : start + batch_size])
+        for modality, group in sorted(by_modality.items())
+        for start in range(0, len(group), batch_size)
+    ]

@@ -1,0 +1,100 @@
+"""Fuse each sample's per-modality embeddings into one vector with a presence mask.
+
+The fused vector is the concatenation of one slot per modality, in ``MODALITIES`` order
+(image, text, audio, video, timeseries). A slot holds the mean of that modality's
+embeddings in the sample, L2-normalised; a missing modality's slot is zeros. The whole
+vector is divided by sqrt(number of present slots), so it has unit length and the cosine
+similarity of two samples is the mean similarity of the modalities they share, counted
+over the modalities either has.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from tasks.common import MODALITIES, l2_normalise
+from tasks.lake.store import rows_frame
+from tasks.lake.tables import FUSED, feature_table
+from tasks.media.identity import ModelSet
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def load_sample_embeddings(
+    con: duckdb.DuckDBPyConnection, sample_ids: list[str], model_set: ModelSet
+) -> pl.DataFrame:
+    """The embeddings each sample is fused from, through its members (URIs), under the set's
+    model keys: columns sample_id, modality, object_id, embedding."""
+    selects, params = [], []
+    for slot in model_set.slots:
+        selects.append(
+            f"SELECT '{slot.modality}' AS modality, object_id, embedding::FLOAT[] AS embedding "
+            f"FROM {feature_table(slot.modality)} WHERE model_key = ?"
+        )
+        params.append(slot.key)
+    query = (
+        "SELECT DISTINCT ON (m.sample_id, f.modality, f.object_id) "
+        "m.sample_id, f.modality, f.object_id, f.embedding "
+        f"FROM members AS m JOIN ({' UNION ALL '.join(selects)}) AS f USING (object_id) "
+        "WHERE list_contains(?, m.sample_id) ORDER BY m.sample_id, f.modality, f.object_id"
+    )
+    return con.sql(query, params=[*params, sample_ids]).pl()
+
+
+def fuse_samples(
+    embeddings: pl.DataFrame,
+    model_set: ModelSet,
+    fingerprints: dict[str, str],
+    flow_run_id: str,
+) -> pl.DataFrame:
+    """One fused row per sample in ``embeddings`` (columns sample_id, modality, object_id, embedding).
+
+    A slot is present when the sample has embeddings of that modality under the set's
+    model; its length is whatever they hold, so a mismatch fails the fused suite rather
+    than being dropped quietly. ``fingerprints`` gives each sample's input fingerprint.
+    """
+    now = datetime.now(UTC)
+    slot_dims = model_set.dims
+    lineage = ";".join(f"{s.modality}={s.model_id}" for s in model_set.slots)
+    rows = []
+    for (sample_id,), group in embeddings.group_by("sample_id", maintain_order=True):
+        slots: dict[str, np.ndarray | None] = {}
+        for modality in MODALITIES:
+            vectors = group.filter(pl.col("modality") == modality)["embedding"].to_list()
+            if vectors:
+                slots[modality] = l2_normalise(np.mean(np.asarray(vectors, np.float32), axis=0))
+            else:
+                slots[modality] = None
+        present = [m for m in MODALITIES if slots[m] is not None]
+        if not present:
+            continue
+        fused = np.concatenate(
+            [slots[m] if slots[m] is not None else np.zeros(slot_dims[m], np.float32)
+             for m in MODALITIES]
+        ) / np.sqrt(len(present))  # fmt: skip
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "embedding": fused.astype(np.float32).tolist(),
+                "embedding_dim": int(fused.shape[0]),
+                "modalities": present,
+                **{f"has_{m}": slots[m] is not None for m in MODALITIES},
+                **{
+                    f"{m}_embedding": (slots[m].tolist() if slots[m] is not None else None)  # type: ignore[union-attr]
+                    for m in MODALITIES
+                },
+                "object_ids": sorted(group["object_id"].to_list()),
+                "n_objects": group.height,
+                "model_id": lineage,
+                "model_set": model_set.key,
+                "input_fingerprint": fingerprints[sample_id],
+                "flow_run_id": flow_run_id,
+                "landed_at": now,
+            }
+        )
+    return rows_frame(rows, FUSED)

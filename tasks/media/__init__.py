@@ -1,0 +1,1 @@
+"""Per-modality processing (image, text, audio, video, timeseries) and the pretrained encoders."""

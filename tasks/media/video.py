@@ -1,0 +1,163 @@
+"""Video: container facts, about one frame per second through the image path, and the
+audio track through the audio path.
+
+The video embedding is the mean of its sampled frames' image embeddings (handcrafted or
+model), L2-normalised, so a video and a still of the same scene land near each other.
+The audio track's features and embedding sit beside it in ``audio_*`` columns.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from tasks.common import Analysis, Limits, Rejected, l2_normalise
+from tasks.media import audio, image
+
+# Bump when the code that computes this table's features or handcrafted vector changes:
+# rows of the old version are then recomputed by the next run, beside the old ones.
+FEATURE_VERSION = 1
+
+FEATURE_SCHEMA: dict[str, pl.DataType] = {
+    "duration_s": pl.Float64(),
+    "fps": pl.Float32(),
+    "width": pl.Int32(),
+    "height": pl.Int32(),
+    "codec": pl.String(),
+    "frames_sampled": pl.Int32(),
+    "has_audio": pl.Boolean(),
+    "audio_duration_s": pl.Float64(),
+    "audio_sample_rate": pl.Int32(),
+    "audio_channels": pl.Int32(),
+    "audio_rms": pl.Float32(),
+    "audio_mfcc_mean": pl.List(pl.Float32()),
+    "audio_spectral_centroid_hz": pl.Float32(),
+    "audio_embedding": pl.List(pl.Float32()),
+    "audio_model_id": pl.String(),
+}
+
+
+def probe(data: bytes) -> dict[str, Any]:
+    """Container facts from the first video stream's header; refuses files with none."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                raise Rejected(
+                    "decode",
+                    f"no video stream (the container holds {len(container.streams)} streams)",
+                )
+            stream = container.streams.video[0]
+            duration = _duration(container, stream)
+            rate = stream.average_rate or stream.guessed_rate
+            return {
+                "duration_s": duration,
+                "fps": float(rate) if rate else None,
+                "width": stream.codec_context.width,
+                "height": stream.codec_context.height,
+                "codec": stream.codec_context.name,
+            }
+    except av.FFmpegError as exc:
+        raise Rejected("decode", f"not a readable video: {exc}") from exc
+
+
+def _duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def sample_frames(data: bytes, limits: Limits) -> list[Image.Image]:
+    """Decode about ``frames_per_second`` frames per second (always the first), up to the cap."""
+    import av
+
+    step = 1.0 / limits.frames_per_second
+    frames: list[Image.Image] = []
+    next_time = 0.0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else next_time
+                if t + 1e-6 >= next_time:
+                    frames.append(frame.to_image())
+                    next_time = t + step
+                if len(frames) >= limits.max_video_frames:
+                    break
+    except av.FFmpegError as exc:
+        if not frames:
+            raise Rejected("decode", f"video frames cannot be decoded: {exc}") from exc
+    if not frames:
+        raise Rejected("decode", "video stream holds no decodable frames")
+    return frames
+
+
+def decode_audio_track(data: bytes, limits: Limits) -> audio.Waveform | None:
+    """The first audio track as a waveform, or None when the video is silent."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            return audio.decode_stream(container, limits)
+    except av.FFmpegError:
+        return None
+
+
+def analyze(data: bytes, limits: Limits, media_type: str = "") -> Analysis:
+    """Measure one video; the model input holds its sampled frames and mono audio track."""
+    header = probe(data)
+    duration = header["duration_s"]
+    if duration is not None and duration > limits.max_duration_s:
+        raise Rejected(
+            "decode",
+            f"video lasts {duration:.1f} s, over the limit of {limits.max_duration_s:g} s",
+        )
+    frames = sample_frames(data, limits)
+    frame_arrays, frame_vectors = [], []
+    for frame in frames:
+        rgb = frame.convert("RGB")
+        rgb.thumbnail((image.THUMBNAIL_SIDE, image.THUMBNAIL_SIDE))
+        _, vector = image.features(rgb, {"width": frame.width, "height": frame.height})
+        frame_vectors.append(vector)
+        frame_arrays.append(np.asarray(rgb))
+    row: dict[str, Any] = {**header, "frames_sampled": len(frames), "has_audio": False}
+    extra: dict[str, Any] = {}
+    mono = None
+    wave = decode_audio_track(data, limits)
+    if wave is not None and wave.samples.shape[1] > 0:
+        track, track_vector, mono = audio.features(wave, limits)
+        row |= {
+            "has_audio": True,
+            "audio_duration_s": track["duration_s"],
+            "audio_sample_rate": track["sample_rate"],
+            "audio_channels": track["channels"],
+            "audio_rms": track["rms"],
+            "audio_mfcc_mean": track["mfcc_mean"],
+            "audio_spectral_centroid_hz": track["spectral_centroid_hz"],
+        }
+        extra["audio_vector"] = track_vector
+    if row["duration_s"] is None:
+        row["duration_s"] = len(frames) / limits.frames_per_second
+    return Analysis(
+        features=row,
+        vector=l2_normalise(np.mean(frame_vectors, axis=0)),
+        model_input={"frames": frame_arrays, "audio": mono},
+        extra=extra,
+    )
+
+
+def pool_frames(frame_embeddings: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Mean-pool consecutive runs of frame embeddings (one run per video), L2-normalised."""
+    pooled, start = [], 0
+    for count in counts:
+        pooled.append(frame_embeddings[start : start + count].mean(axis=0))
+        start += count
+    return l2_normalise(np.stack(pooled)) if pooled else frame_embeddings[:0]

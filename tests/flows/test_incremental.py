@@ -1,0 +1,207 @@
+"""The incremental engine on a real Prefect API and real DuckDB: model changes, crashes at
+every stage boundary, shared bytes, two runs on one lake, staging left by crashed runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from flows.pipeline import pipeline
+from tasks.common import Models
+from tasks.lake import store
+from tasks.lake.tables import TABLES
+from tasks.media.identity import resolve_model_set
+
+pytestmark = pytest.mark.integration
+
+# Columns that say when or by which run a row landed: they differ between two runs.
+LINEAGE = {"flow_run_id", "landed_at", "discovered_at", "quarantined_at"}
+COMPARED = ("objects", "members", "image_features", "text_features", "audio_features",
+            "video_features", "timeseries_features", "fused", "quarantine", "model_sets")  # fmt: skip
+# Stage boundaries a crash test kills the run at (see tasks/faults.py); extraction lands
+# tables in modality order, so audio is the first and video the last.
+CRASH_POINTS = ("extracted", "landed:audio", "landed:video", "landed:fused", "catalog")
+
+
+@pytest.fixture(scope="module")
+def source(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two samples of every modality and one bad file, copied so tests may add to them."""
+    root = tmp_path_factory.mktemp("source")
+    for folder in sorted(p for p in sample_dir.iterdir() if p.is_dir() and p.name != "_bad")[:2]:
+        shutil.copytree(folder, root / folder.name)
+    (root / "_bad").mkdir()
+    (root / "_bad" / "empty.txt").write_bytes(b"")
+    return root
+
+
+def run(source: Path, lake: Path, **options: object) -> dict:
+    return pipeline(source=str(source), lake_path=str(lake), inline_max_objects=100, **options)
+
+
+def table(lake: Path, name: str) -> pl.DataFrame:
+    """A view's rows without lineage, in key order: what two equivalent lakes agree on."""
+    with store.connect(lake, TABLES) as con:
+        frame = con.sql(f"SELECT * FROM {name}").pl()
+    frame = frame.drop([c for c in frame.columns if c in LINEAGE])
+    return frame.sort([c for c in frame.columns if frame.schema[c] == pl.String()])
+
+
+def assert_same_lake(lake: Path, expected: Path) -> None:
+    for name in COMPARED:
+        got, want = table(lake, name), table(expected, name)
+        assert got.columns == want.columns, name
+        assert got.height == want.height, name
+        for column in got.columns:
+            left, right = got[column].to_list(), want[column].to_list()
+            if (
+                got.schema[column] in (pl.Float32, pl.Float64)
+                or "embedding" in column
+                or (
+                    isinstance(got.schema[column], pl.List | pl.Array)
+                    and got.schema[column].inner.is_float()  # type: ignore[union-attr]
+                )
+            ):
+                for a, b in zip(left, right, strict=True):
+                    if a is None or b is None:
+                        assert a == b, (name, column)
+                    else:
+                        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{name}.{column}")
+            else:
+                assert left == right, (name, column)
+
+
+@pytest.fixture(scope="module")
+def clean_lake(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("clean-lake")
+    run(source, lake)
+    return lake
+
+
+def test_a_rerun_plans_nothing_and_writes_nothing(source: Path, clean_lake: Path) -> None:
+    files = sorted(p for p in clean_lake.rglob("*.parquet"))
+    again = run(source, clean_lake)
+    assert (again["new"], again["samples_fused"]) == (0, 0)
+    assert again["known"] == 11  # 10 objects and the empty file, all filed
+    assert sorted(p for p in clean_lake.rglob("*.parquet")) == files
+
+
+def test_a_model_change_recomputes_only_its_modalities_and_keeps_fused_consistent(
+    source: Path, clean_lake: Path, tmp_path: Path, tiny_image_model: str
+) -> None:
+    lake = tmp_path / "lake"
+    shutil.copytree(clean_lake, lake)
+    changed = run(source, lake, image_model=tiny_image_model)
+    assert {m: c["landed"] for m, c in changed["modalities"].items()} == {"image": 2, "video": 2}
+    assert changed["samples_fused"] == 2
+    new_set = resolve_model_set(Models(image=tiny_image_model))
+    assert changed["model_set"] == new_set.key
+    with duckdb.connect(str(lake / store.CATALOG_FILE), read_only=True) as con:
+        # Old and new image rows side by side, queryable by model.
+        per_model = con.sql(
+            "SELECT model_id, count(*), any_value(embedding_dim) FROM image_features GROUP BY 1 "
+            "ORDER BY 1"
+        ).fetchall()
+        assert sorted(per_model) == sorted(
+            [("braid/handcrafted-image-v1", 2, 32), (tiny_image_model, 2, 48)]
+        )
+        # fused: the current set only, one FLOAT[d] column, cosine works.
+        dim = new_set.fused_dim
+        types = dict(con.sql("SELECT column_name, column_type FROM (DESCRIBE fused)").fetchall())
+        assert types["embedding"] == f"FLOAT[{dim}]"
+        assert types["image_embedding"] == "FLOAT[48]"
+        rows = con.sql(
+            "SELECT sample_id, model_set, has_image, has_video, "
+            "array_cosine_similarity(embedding, embedding) FROM fused ORDER BY 1"
+        ).fetchall()
+        assert [r[1:4] for r in rows] == [(new_set.key, True, True)] * 2
+        assert all(r[4] == pytest.approx(1.0, abs=1e-5) for r in rows)
+        # The old set's rows stay in fused_all.
+        sets = con.sql("SELECT model_set, count(*) FROM fused_all GROUP BY 1 ORDER BY 2").fetchall()
+        assert len(sets) == 2 and all(n == 2 for _, n in sets)
+    # Back to the first models: nothing to compute, the first set is current again.
+    back = run(source, lake)
+    assert (back["new"], back["samples_fused"]) == (0, 0)
+    assert_same_lake_table(lake, clean_lake, "fused")
+
+
+def assert_same_lake_table(lake: Path, expected: Path, name: str) -> None:
+    got, want = table(lake, name), table(expected, name)
+    assert got.height == want.height
+    assert got["sample_id"].to_list() == want["sample_id"].to_list()
+    assert got["model_set"].to_list() == want["model_set"].to_list()
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_run_killed_at_a_stage_boundary_is_repaired_by_the_next_plain_run(
+    point: str, source: Path, clean_lake: Path, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    env = {**os.environ, "BRAID_CRASH_AT": point}
+    killed = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "run", str(source), "--lake", str(lake),
+         "--inline-max-objects", "100"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run(source, lake)
+    assert_same_lake(lake, clean_lake)
+    assert not list((lake / "_staging").glob("*")) if (lake / "_staging").exists() else True
+
+
+def test_the_same_bytes_in_two_samples_fill_a_slot_in_both(source: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    first, second = sorted(p for p in source.iterdir() if p.name != "_bad")
+    shutil.copytree(first, shared / "a")
+    shutil.copytree(second, shared / "b")
+    caption = next((shared / "a").glob("*.txt"))
+    for old in (shared / "b").glob("*.txt"):
+        old.unlink()
+    shutil.copy(caption, shared / "b" / "same-caption.txt")
+    lake = tmp_path / "lake"
+    summary = run(shared, lake)
+    assert summary["duplicates"] == 1
+    with store.connect(lake, TABLES) as con:
+        rows = con.sql(
+            "SELECT sample_id, has_text, text_embedding FROM fused ORDER BY sample_id"
+        ).fetchall()
+        texts = con.execute("SELECT count(*) FROM text_features").fetchone()
+    assert [(s, has) for s, has, _ in rows] == [("a", True), ("b", True)]
+    np.testing.assert_allclose(rows[0][2], rows[1][2])
+    assert texts == (1,)  # extracted once
+
+
+def test_two_runs_at_once_on_one_lake_do_the_work_once(source: Path, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    command = [sys.executable, "-m", "deployments.cli", "run", str(source), "--lake", str(lake),
+               "--inline-max-objects", "100"]  # fmt: skip
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]  # fmt: skip
+    outputs = [p.communicate(timeout=600)[0] for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outputs
+    assert any("is being written by run" in out for out in outputs), outputs
+    with duckdb.connect() as con:
+        for name in ("objects", "text_features", "fused"):
+            files = store.sql_paths(store.parts(lake, name))
+            raw = con.execute(f"SELECT count(*) FROM read_parquet([{files}])").fetchone()
+            view = con.execute(
+                f"SELECT count(DISTINCT {TABLES[name].key[0]}) FROM read_parquet([{files}])"
+            ).fetchone()
+            assert raw == view, name  # no row written twice
+
+
+def test_staging_left_by_a_crashed_run_is_removed(source: Path, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    left = lake / "_staging" / "crashed-run"
+    left.mkdir(parents=True)
+    (left / "local.plan.refs.parquet").write_bytes(b"half a file")
+    run(source, lake)
+    assert list((lake / "_staging").iterdir()) == []
