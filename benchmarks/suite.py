@@ -442,7 +442,7 @@ def write_fused(
     import numpy as np
     import polars as pl
 
-    from tasks import lake as lake_io
+    from tasks.lake import store as lake_io
     from tasks.common import MODALITIES
 
     rng = np.random.default_rng(seed)
@@ -564,7 +564,7 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
     import duckdb
     import numpy as np
 
-    from tasks import lake as lake_io
+    from tasks.lake import store as lake_io
     from tasks.lake.tables import TABLES
     from tasks.serve import serving
 

@@ -570,7 +570,7 @@ def test_serves_503_until_a_lake_lands_then_sees_new_parts(lake: Path, tmp_path:
             shutil.copytree(lake / "objects", target / "objects")
             assert client.get("/objects").json()["total"] == 5 * N_SAMPLES + 8
             assert client.get("/samples/sample-0000").json()["fused"] is None
-            for table in ("fused", "image_features", "text_features", "quarantine"):
+            for table in ("model_sets", "fused", "image_features", "text_features", "quarantine"):
                 shutil.copytree(lake / table, target / table)
             assert client.get("/samples/sample-0000").json()["fused"]["n_objects"] == 5
             assert client.post("/search", json={"sample_id": "sample-0000"}).status_code == 200

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prefect.settings import PREFECT_API_URL
@@ -38,3 +40,23 @@ def dask_address(prefect_api: str) -> Iterator[str]:
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def source(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two samples of every modality and one bad file, copied so tests may add to them."""
+    root = tmp_path_factory.mktemp("source")
+    for folder in sorted(p for p in sample_dir.iterdir() if p.is_dir() and p.name != "_bad")[:2]:
+        shutil.copytree(folder, root / folder.name)
+    (root / "_bad").mkdir()
+    (root / "_bad" / "empty.txt").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_lake(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("clean-lake")
+    from lakes import run
+
+    run(source, lake)
+    return lake

@@ -3,87 +3,22 @@ every stage boundary, shared bytes, two runs on one lake, staging left by crashe
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import duckdb
 import numpy as np
-import polars as pl
 import pytest
+from lakes import run, table
 
-from flows.pipeline import pipeline
 from tasks.common import Models
 from tasks.lake import store
 from tasks.lake.tables import TABLES
 from tasks.media.identity import resolve_model_set
 
 pytestmark = pytest.mark.integration
-
-# Columns that say when or by which run a row landed: they differ between two runs.
-LINEAGE = {"flow_run_id", "landed_at", "discovered_at", "quarantined_at"}
-COMPARED = ("objects", "members", "image_features", "text_features", "audio_features",
-            "video_features", "timeseries_features", "fused", "quarantine", "model_sets")  # fmt: skip
-# Stage boundaries a crash test kills the run at (see tasks/faults.py); extraction lands
-# tables in modality order, so audio is the first and video the last.
-CRASH_POINTS = ("extracted", "landed:audio", "landed:video", "landed:fused", "catalog")
-
-
-@pytest.fixture(scope="module")
-def source(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two samples of every modality and one bad file, copied so tests may add to them."""
-    root = tmp_path_factory.mktemp("source")
-    for folder in sorted(p for p in sample_dir.iterdir() if p.is_dir() and p.name != "_bad")[:2]:
-        shutil.copytree(folder, root / folder.name)
-    (root / "_bad").mkdir()
-    (root / "_bad" / "empty.txt").write_bytes(b"")
-    return root
-
-
-def run(source: Path, lake: Path, **options: object) -> dict:
-    return pipeline(source=str(source), lake_path=str(lake), inline_max_objects=100, **options)
-
-
-def table(lake: Path, name: str) -> pl.DataFrame:
-    """A view's rows without lineage, in key order: what two equivalent lakes agree on."""
-    with store.connect(lake, TABLES) as con:
-        frame = con.sql(f"SELECT * FROM {name}").pl()
-    frame = frame.drop([c for c in frame.columns if c in LINEAGE])
-    return frame.sort([c for c in frame.columns if frame.schema[c] == pl.String()])
-
-
-def assert_same_lake(lake: Path, expected: Path) -> None:
-    for name in COMPARED:
-        got, want = table(lake, name), table(expected, name)
-        assert got.columns == want.columns, name
-        assert got.height == want.height, name
-        for column in got.columns:
-            left, right = got[column].to_list(), want[column].to_list()
-            if (
-                got.schema[column] in (pl.Float32, pl.Float64)
-                or "embedding" in column
-                or (
-                    isinstance(got.schema[column], pl.List | pl.Array)
-                    and got.schema[column].inner.is_float()  # type: ignore[union-attr]
-                )
-            ):
-                for a, b in zip(left, right, strict=True):
-                    if a is None or b is None:
-                        assert a == b, (name, column)
-                    else:
-                        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{name}.{column}")
-            else:
-                assert left == right, (name, column)
-
-
-@pytest.fixture(scope="module")
-def clean_lake(source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    lake = tmp_path_factory.mktemp("clean-lake")
-    run(source, lake)
-    return lake
 
 
 def test_a_rerun_plans_nothing_and_writes_nothing(source: Path, clean_lake: Path) -> None:
@@ -138,23 +73,6 @@ def assert_same_lake_table(lake: Path, expected: Path, name: str) -> None:
     assert got.height == want.height
     assert got["sample_id"].to_list() == want["sample_id"].to_list()
     assert got["model_set"].to_list() == want["model_set"].to_list()
-
-
-@pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_run_killed_at_a_stage_boundary_is_repaired_by_the_next_plain_run(
-    point: str, source: Path, clean_lake: Path, tmp_path: Path
-) -> None:
-    lake = tmp_path / "lake"
-    env = {**os.environ, "BRAID_CRASH_AT": point}
-    killed = subprocess.run(
-        [sys.executable, "-m", "deployments.cli", "run", str(source), "--lake", str(lake),
-         "--inline-max-objects", "100"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    run(source, lake)
-    assert_same_lake(lake, clean_lake)
-    assert not list((lake / "_staging").glob("*")) if (lake / "_staging").exists() else True
 
 
 def test_the_same_bytes_in_two_samples_fill_a_slot_in_both(source: Path, tmp_path: Path) -> None:

@@ -1,0 +1,36 @@
+"""A `braid run` killed with SIGKILL at each stage boundary, then a plain run: the lake
+ends equal, key for key and value for value, to one that never crashed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lakes import assert_same_lake, run
+
+pytestmark = pytest.mark.integration
+
+# Stage boundaries (see tasks/faults.py): extraction lands tables in modality order, so
+# audio's is the first to land and video's the last; fused lands after all of them.
+CRASH_POINTS = ("extracted", "landed:audio", "landed:video", "landed:fused")
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_run_killed_at_a_stage_boundary_is_repaired_by_the_next_plain_run(
+    point: str, source: Path, clean_lake: Path, tmp_path: Path
+) -> None:
+    lake = tmp_path / "lake"
+    env = {**os.environ, "BRAID_CRASH_AT": point}
+    killed = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "run", str(source), "--lake", str(lake),
+         "--inline-max-objects", "100"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run(source, lake)
+    assert_same_lake(lake, clean_lake)
+    assert not list((lake / "_staging").glob("*")) if (lake / "_staging").exists() else True
