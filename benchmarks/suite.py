@@ -442,8 +442,8 @@ def write_fused(
     import numpy as np
     import polars as pl
 
-    from tasks.lake import store as lake_io
     from tasks.common import MODALITIES
+    from tasks.lake import store as lake_io
 
     rng = np.random.default_rng(seed)
     now = datetime.now(UTC)

@@ -18,7 +18,8 @@ from moto.server import ThreadedMotoServer
 
 from flows.pipeline import pipeline
 from tasks.common import MODALITIES
-from tasks.lake.store import CATALOG_FILE, storage
+from tasks.lake import storage
+from tasks.lake.store import CATALOG_FILE
 
 pytestmark = pytest.mark.integration
 
