@@ -163,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api.add_argument("--text-model", help="text encoder the lake was built with, for text search")
 
+    models = commands.add_parser(
+        "models", help="the model sets in the lake, with row counts; --prune removes old sets"
+    )
+    models.add_argument("--lake", default="lake", help="lake folder (default ./lake)")
+    models.add_argument(
+        "--prune",
+        action="store_true",
+        help="list the rows of every set but the current one (and --keep ones) for removal",
+    )
+    models.add_argument(
+        "--keep", action="append", default=[], metavar="SET", help="a set to keep (repeatable)"
+    )
+    models.add_argument("--yes", action="store_true", help="with --prune: remove them")
+    models.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
     report = commands.add_parser(
         "report", help="write a self-contained HTML report of the lake (plots inline)"
     )
@@ -449,11 +464,13 @@ def cmd_sql(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from tasks.lake.query import search_text
+    from tasks.lake.query import current_text_model, search_text
     from tasks.media.encoders import DEFAULT_TEXT_MODEL
 
     try:
-        frame = search_text(args.lake, args.text, args.k, args.text_model or DEFAULT_TEXT_MODEL)
+        # By default, the text model of the lake's current model set.
+        model = args.text_model or current_text_model(args.lake) or DEFAULT_TEXT_MODEL
+        frame = search_text(args.lake, args.text, args.k, model)
     except (ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
     print_frame(frame, args.format)
@@ -478,6 +495,27 @@ def cmd_api(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: None)
     print(f"braid api: http://{args.host}:{args.port} over {Path(args.lake).resolve()}", flush=True)
     api.serve(app, args.host, args.port)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from tasks.lake.lock import lake_lock
+    from tasks.lake.models import model_sets, prune
+
+    try:
+        sets = model_sets(args.lake)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc)) from exc
+    print_frame(sets, args.format)
+    if not args.prune:
+        return
+    keep = set(args.keep) | set(sets.filter(sets["current"])["model_set"].to_list())
+    with lake_lock(args.lake, "braid-models-prune", timeout_s=0):
+        removed = prune(args.lake, keep, apply=args.yes)
+    what = ", ".join(f"{table}: {n}" for table, n in sorted(removed.items())) or "nothing"
+    if args.yes:
+        print(f"pruned rows of sets other than {sorted(keep)}: {what}")
+    else:
+        print(f"would prune rows of sets other than {sorted(keep)}: {what} (add --yes to remove)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -577,6 +615,7 @@ COMMANDS = {
     "bridge": cmd_bridge,
     "api": cmd_api,
     "report": cmd_report,
+    "models": cmd_models,
 }
 
 

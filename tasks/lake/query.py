@@ -57,6 +57,16 @@ def search_text(
         ).pl()
 
 
+def current_text_model(lake_path: str | Path) -> str | None:
+    """The text model of the lake's current model set (what its texts were embedded with)."""
+    with connect(lake_path) as con:
+        current, _ = lake.current_model_set(con)
+        found = con.execute(
+            "SELECT model_id FROM model_sets WHERE model_set = ? AND modality = 'text'", [current]
+        ).fetchone()
+    return str(found[0]) if found else None
+
+
 def quarantined_objects(
     lake_path: str | Path,
     stage: str | None = None,

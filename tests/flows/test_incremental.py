@@ -10,11 +10,14 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pytest
 from lakes import run, table
 
+from deployments.cli import main
 from tasks.common import Models
 from tasks.lake import store
+from tasks.lake.models import model_sets
 from tasks.lake.tables import TABLES
 from tasks.media.identity import resolve_model_set
 
@@ -30,7 +33,11 @@ def test_a_rerun_plans_nothing_and_writes_nothing(source: Path, clean_lake: Path
 
 
 def test_a_model_change_recomputes_only_its_modalities_and_keeps_fused_consistent(
-    source: Path, clean_lake: Path, tmp_path: Path, tiny_image_model: str
+    source: Path,
+    clean_lake: Path,
+    tmp_path: Path,
+    tiny_image_model: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     lake = tmp_path / "lake"
     shutil.copytree(clean_lake, lake)
@@ -66,6 +73,28 @@ def test_a_model_change_recomputes_only_its_modalities_and_keeps_fused_consisten
     back = run(source, lake)
     assert (back["new"], back["samples_fused"]) == (0, 0)
     assert_same_lake_table(lake, clean_lake, "fused")
+
+    # braid models: both sets, the current one first; --prune removes the other one's rows.
+    listed = model_sets(lake)
+    assert listed["model_set"].unique(maintain_order=True).to_list() == [
+        back["model_set"],
+        new_set.key,
+    ]
+    image = listed.filter(pl.col("modality") == "image").select(
+        "model_set", "feature_rows", "fused_rows"
+    )
+    assert image.rows() == [(back["model_set"], 2, 2), (new_set.key, 2, 2)]
+    assert main(["models", "--lake", str(lake), "--prune"]) == 0
+    assert "would prune" in capsys.readouterr().out
+    assert table(lake, "fused_all").height == 4  # a dry run removes nothing
+    assert main(["models", "--lake", str(lake), "--prune", "--yes"]) == 0
+    assert "pruned rows" in capsys.readouterr().out
+    assert table(lake, "fused_all").height == 2
+    with duckdb.connect(str(lake / store.CATALOG_FILE), read_only=True) as con:
+        assert con.sql("SELECT DISTINCT model_id FROM image_features").fetchall() == [
+            ("braid/handcrafted-image-v1",)
+        ]
+    assert run(source, lake)["new"] == 0  # the kept set is whole
 
 
 def assert_same_lake_table(lake: Path, expected: Path, name: str) -> None:
