@@ -442,11 +442,17 @@ def write_fused(
     import numpy as np
     import polars as pl
 
-    from tasks.common import MODALITIES
+    from tasks.common import MODALITIES, Models
     from tasks.lake import store as lake_io
+    from tasks.lake.tables import MODEL_SETS
+    from tasks.media.identity import resolve_model_set
 
     rng = np.random.default_rng(seed)
     now = datetime.now(UTC)
+    # The rows belong to the default model set, which the lake records as current.
+    model_set = resolve_model_set(Models())
+    sets = [{**row, "flow_run_id": "bench", "landed_at": now} for row in model_set.rows()]
+    lake_io.write_part(lake, "model_sets", lake_io.rows_frame(sets, MODEL_SETS), "bench")
     for start in range(first, first + rows, chunk):
         n = min(chunk, first + rows - start)
         vectors = rng.standard_normal((n, dim), dtype=np.float32)
@@ -459,6 +465,7 @@ def write_fused(
                 # What the API's answers carry along and filter by.
                 "modalities": pl.Series([["image", "text"]] * n),
                 **{f"has_{m}": pl.Series([m in ("image", "text")] * n) for m in MODALITIES},
+                "model_set": pl.Series([model_set.key] * n),
                 "landed_at": pl.Series([now] * n),
             }
         )
@@ -568,6 +575,8 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
     from tasks.lake.tables import TABLES
     from tasks.serve import serving
 
+    # fused's view shows the current model set's rows: model_sets comes first.
+    FUSED_TABLES = {name: TABLES[name] for name in ("model_sets", "fused")}
     dim, rows = fused_dim(work / "lake"), scale.similarity_rows
     lake = work / "similarity-lake"
     say(f"f: writing {rows} fused rows of {dim} floats as Parquet")
@@ -589,7 +598,7 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
     samples = sample_ids(rows, 5, scale.seed)
     say("f: top 10 through the `fused` view of the lake's catalog, as `braid sql` queries it")
     started = time.perf_counter()
-    catalog = lake_io.write_catalog(lake, {"fused": TABLES["fused"]})
+    catalog = lake_io.write_catalog(lake, FUSED_TABLES)
     parts["catalog_s"] = time.perf_counter() - started
     with duckdb.connect(str(catalog), read_only=True) as con:
         (threads,) = con.execute("SELECT current_setting('threads')").fetchone() or (0,)
@@ -656,7 +665,7 @@ def figure_f(work: Path, scale: Scale) -> dict[str, Any]:
                 view_sql,
                 params,
                 work,
-                lambda con: lake_io.create_views(con, lake, {"fused": TABLES["fused"]}),
+                lambda con: lake_io.create_views(con, lake, FUSED_TABLES),
             ),
             "parquet_query": duckdb_profile(parquet_sql, params, work),
         }

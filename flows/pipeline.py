@@ -172,7 +172,6 @@ def land_table(
 ) -> Counter[str]:  # fmt: skip
     """Land a modality's validated rows, its quarantine and its objects (the objects part last)."""
     checked = checked_rows(validation, run_id)
-    checked.passed = land.stamp_identity(checked.passed, slot)
     return land.land_features(lake_path, modality, results, checked, slot, run_id)
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import polars as pl
 
 from tasks.common import MODALITIES, l2_normalise
+from tasks.ingest.plan import member_rows_sql
 from tasks.lake.store import rows_frame
-from tasks.lake.tables import FUSED, feature_table
+from tasks.lake.tables import FUSED
 from tasks.media.identity import ModelSet
 
 if TYPE_CHECKING:
@@ -30,18 +31,10 @@ def load_sample_embeddings(
 ) -> pl.DataFrame:
     """The embeddings each sample is fused from, through its members (URIs), under the set's
     model keys: columns sample_id, modality, object_id, embedding."""
-    selects, params = [], []
-    for slot in model_set.slots:
-        selects.append(
-            f"SELECT '{slot.modality}' AS modality, object_id, embedding::FLOAT[] AS embedding "
-            f"FROM {feature_table(slot.modality)} WHERE model_key = ?"
-        )
-        params.append(slot.key)
+    rows, params = member_rows_sql(model_set, "object_id, embedding::FLOAT[] AS embedding")
     query = (
-        "SELECT DISTINCT ON (m.sample_id, f.modality, f.object_id) "
-        "m.sample_id, f.modality, f.object_id, f.embedding "
-        f"FROM members AS m JOIN ({' UNION ALL '.join(selects)}) AS f USING (object_id) "
-        "WHERE list_contains(?, m.sample_id) ORDER BY m.sample_id, f.modality, f.object_id"
+        f"SELECT sample_id, modality, object_id, embedding FROM ({rows}) "
+        "WHERE list_contains(?, sample_id) ORDER BY sample_id, modality, object_id"
     )
     return con.sql(query, params=[*params, sample_ids]).pl()
 

@@ -55,7 +55,8 @@ def land_features(
     lake: str, modality: str, results: list[BatchResult], checked: Checked, slot: SlotModel,
     run_id: str,
 ) -> Counter[str]:  # fmt: skip
-    """Land a modality's validated rows, its quarantine, its validations, costs and objects."""
+    """Land a modality's validated rows (stamped with what computed them), its quarantine,
+    validations, costs and objects."""
     quarantine = [r.quarantine for r in results]
     objects = pl.concat([r.objects for r in results])
     if checked.blocks_landing:
@@ -71,7 +72,8 @@ def land_features(
         )
     quarantined = stamp_quarantine(pl.concat(quarantine), slot.key)
     part = f"{run_id}-{modality}"
-    store.write_part(lake, feature_table(modality), checked.passed, part)
+    features = stamp_identity(checked.passed, slot)
+    store.write_part(lake, feature_table(modality), features, part)
     store.write_part(lake, "quarantine", quarantined, part)
     store.write_part(lake, "validations", checked.results, part)
     store.write_part(lake, "costs", pl.concat([r.costs for r in results]), part)

@@ -110,19 +110,18 @@ def fused_quarantine_key(model_set: str, fingerprint: str) -> str:
     return f"{model_set}:{fingerprint}"
 
 
-def _inputs_sql(model_set: ModelSet) -> tuple[str, list[Any]]:
-    """SQL for every (sample, modality, object, model key) input the lake holds for the set."""
-    selects, params = [], []
-    for slot in model_set.slots:
-        selects.append(
-            f"SELECT '{slot.modality}' AS modality, object_id, model_key "
-            f"FROM {feature_table(slot.modality)} WHERE model_key = ?"
-        )
-        params.append(slot.key)
+def member_rows_sql(model_set: ModelSet, columns: str) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) for every feature row a sample holds under the set's model
+    keys, through its members: ``sample_id``, ``modality`` and the feature ``columns``."""
+    selects = [
+        f"SELECT '{slot.modality}' AS modality, {columns} "
+        f"FROM {feature_table(slot.modality)} WHERE model_key = ?"
+        for slot in model_set.slots
+    ]
     return (
-        "SELECT DISTINCT m.sample_id, f.modality, f.object_id, f.model_key "
+        "SELECT DISTINCT m.sample_id, f.* "
         f"FROM members AS m JOIN ({' UNION ALL '.join(selects)}) AS f USING (object_id)",
-        params,
+        [slot.key for slot in model_set.slots],
     )
 
 
@@ -130,7 +129,7 @@ def samples_to_fuse(con: duckdb.DuckDBPyConnection, model_set: ModelSet) -> dict
     """Samples whose fused row of ``model_set`` is missing or was fused from other inputs,
     with the fingerprint of the inputs they have now; a sample whose fusion failed on
     exactly these inputs stays in quarantine instead."""
-    inputs, params = _inputs_sql(model_set)
+    inputs, params = member_rows_sql(model_set, "object_id, model_key")
     rows = con.execute(
         f"""
         WITH prints AS (

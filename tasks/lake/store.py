@@ -77,15 +77,6 @@ def parts(lake: str | Path, table: str) -> list[Path]:
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
 
-def known_object_ids(lake: str | Path) -> set[str]:
-    """Object ids the lake already holds, landed or quarantined: a re-run skips them."""
-    files = parts(lake, "objects")
-    if not files:
-        return set()
-    ids = pl.scan_parquet(files).select("object_id").unique().collect()
-    return set(ids["object_id"].to_list())
-
-
 def sql_paths(files: Iterable[Path]) -> str:
     """Files as a DuckDB list body: ``'/abs/a.parquet', '/abs/b.parquet'`` (quotes escaped)."""
     return ", ".join("'" + str(f.resolve()).replace("'", "''") + "'" for f in files)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -166,9 +168,36 @@ def audio_sampling_rate(model_id: str) -> int:
 
 @functools.cache
 def embedding_dim(model_id: str, kind: str) -> int:
-    """The length of the vectors the model gives for ``kind``, read from its config."""
+    """The length of the vectors the model gives for ``kind``, read from its config.
+
+    Read from ``config.json`` as plain JSON where it says enough: a run that has nothing
+    to embed still plans with every model's dimension, and importing transformers (and
+    torch) for it would cost seconds. Otherwise through ``AutoConfig``, with its defaults.
+    """
     _check_kind(kind)
+    config = _config_json(model_id)
+    if config is not None:
+        try:
+            return _output_dim(config, kind)
+        except AttributeError:
+            pass  # a field left at its default: AutoConfig knows it
     return _output_dim(_from_pretrained("AutoConfig", model_id, kind), kind)
+
+
+def _config_json(model_id: str) -> Any:
+    """A model's ``config.json`` (local directory or local HF cache) as attributes, or None."""
+    path = Path(resolve_model(model_id)) / "config.json"
+    if not path.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "config.json")
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        return json.loads(path.read_text(), object_hook=lambda d: SimpleNamespace(**d))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def _from_pretrained(factory: str, model_id: str, kind: str) -> Any:

@@ -60,7 +60,8 @@ TEXT = IndexedTable(
     ("object_id", "model_key"),
     {"sample_id": "VARCHAR", "preview": "VARCHAR", "model_id": "VARCHAR"},
 )
-# Neither table's view has a ``where`` filter: the index would have to apply it too.
+# The index holds every model set's fused rows (its key includes the set); searches keep
+# the current set's, as the ``fused`` view does.
 INDEXED = (FUSED, TEXT)
 
 PartStamp = tuple[int, int]  # size, mtime_ns
