@@ -10,7 +10,7 @@ import os
 from typing import Any, cast
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 STANDARD_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
@@ -160,14 +160,55 @@ class BraidSettings(Block):
         return self.quality_policies.get(table, self.quality_policy)
 
 
-def resolve_settings(block_name: str | None = None, **overrides: Any) -> BraidSettings:
-    """Load the named block (or defaults) and apply the overrides that are not None.
+class RunOptions(BaseModel):
+    """What one run changes from its settings block: every field left empty keeps the block's.
+
+    The one set of options that `braid run`, `braid redrive` and both flows take.
+    Values are checked like the block's own fields when the run resolves its settings.
+
+    Example:
+        ```python
+        from blocks.settings import RunOptions
+        from flows.pipeline import pipeline
+
+        pipeline(source="landing", options=RunOptions(image_model="./my-vit", batch_size=64))
+        ```
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_model: str | None = Field(None, description="Text encoder: Hugging Face id or local path.")
+    image_model: str | None = Field(
+        None, description="Image encoder: Hugging Face id or local path."
+    )
+    audio_model: str | None = Field(
+        None, description="Audio encoder: Hugging Face id or local path."
+    )
+    batch_size: int | None = Field(None, description="Objects per batch.")
+    dask_address: str | None = Field(None, description="Address of an existing Dask scheduler.")
+    dask_workers: int | None = Field(None, description="Workers of the local Dask cluster.")
+    fan_out: str | None = Field(None, description="'local' or 'deployments'.")
+    inline_max_objects: int | None = Field(
+        None, description="At most this many new objects extract in the flow's own process."
+    )
+    quality_policy: str | None = Field(None, description="quarantine, fail or warn, every table.")
+    quality_policies: dict[str, str] | None = Field(None, description="Per-table policies.")
+    lock_timeout_s: float | None = Field(
+        None, description="Seconds to wait for another run writing the same lake."
+    )
+
+
+def resolve_settings(
+    block_name: str | None = None, options: RunOptions | None = None, **overrides: Any
+) -> BraidSettings:
+    """Load the named block (or defaults) and apply the options and overrides that are not None.
 
     Overrides are validated like the block's own fields, so a bad value fails here,
     before any work starts.
     """
     base = cast(BraidSettings, BraidSettings.load(block_name)) if block_name else BraidSettings()
-    changes = {key: value for key, value in overrides.items() if value is not None}
+    given = {**(options.model_dump() if options else {}), **overrides}
+    changes = {key: value for key, value in given.items() if value is not None}
     if not changes:
         return base
     fields = base.model_dump(exclude={"block_type_slug"})

@@ -241,20 +241,22 @@ def _table_policy(value: str) -> tuple[str, str]:
 
 def _processing_parameters(args: argparse.Namespace) -> dict[str, Any]:
     """Flow parameters from the shared options; unset ones fall back to the settings block."""
-    return {
-        "settings_block": args.settings,
-        "text_model": args.text_model,
-        "image_model": args.image_model,
-        "audio_model": args.audio_model,
-        "batch_size": args.batch_size,
-        "dask_address": args.dask_address,
-        "dask_workers": args.dask_workers,
-        "quality_policy": args.quality_policy,
-        "quality_policies": dict(args.policy_for) or None,
-        "fan_out": args.fan_out,
-        "inline_max_objects": args.inline_max_objects,
-        "lock_timeout_s": args.lock_timeout,
-    }
+    from blocks.settings import RunOptions
+
+    options = RunOptions(
+        text_model=args.text_model,
+        image_model=args.image_model,
+        audio_model=args.audio_model,
+        batch_size=args.batch_size,
+        dask_address=args.dask_address,
+        dask_workers=args.dask_workers,
+        quality_policy=args.quality_policy,
+        quality_policies=dict(args.policy_for) or None,
+        fan_out=args.fan_out,
+        inline_max_objects=args.inline_max_objects,
+        lock_timeout_s=args.lock_timeout,
+    )
+    return {"settings_block": args.settings, "options": options}
 
 
 def _positive(value: str) -> int:

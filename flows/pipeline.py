@@ -22,7 +22,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks.settings import BraidSettings, resolve_settings
+from blocks.settings import BraidSettings, RunOptions, resolve_settings
 from data_quality.validate import (
     Validation,
     build_docs,
@@ -35,6 +35,7 @@ from tasks.common import MODALITIES, Limits, Models, ObjectRef
 from tasks.faults import crash_point
 from tasks.ingest import fuse, land
 from tasks.ingest import plan as planning
+from tasks.ingest.costs import CostLog, summarise_costs
 from tasks.ingest.discover import Discovery, discover, inspect_object
 from tasks.ingest.extract import (
     BatchResult,
@@ -50,7 +51,7 @@ from tasks.lake.lock import lake_lock, remove_stale_staging, staging_dir
 from tasks.lake.query import quarantined_objects
 from tasks.lake.storage import object_size, use_credentials_block
 from tasks.lake.store import rows_frame
-from tasks.lake.tables import COSTS, OBJECTS, TABLES, feature_table
+from tasks.lake.tables import OBJECTS, TABLES, feature_table
 from tasks.media.identity import ModelSet, SlotModel, resolve_model_set
 
 if TYPE_CHECKING:
@@ -259,67 +260,6 @@ def refresh_catalog(lake_path: str) -> str:
     return str(lake.write_catalog(lake_path, TABLES))
 
 
-class CostLog:
-    """CPU and wall seconds of the stages the flow itself runs (per table or per run)."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.rows: list[dict[str, Any]] = []
-
-    @contextmanager
-    def measure(self, stage: str, modality: str | None = None) -> Iterator[None]:
-        cpu, wall = time.process_time(), time.perf_counter()
-        try:
-            yield
-        finally:
-            self.rows.append(
-                {"modality": modality, "object_id": None, "stage": stage,
-                 "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
-                 "flow_run_id": self.run_id, "landed_at": datetime.now(UTC)}
-            )  # fmt: skip
-
-    def frame(self) -> pl.DataFrame:
-        return rows_frame(self.rows, COSTS)
-
-
-def summarise_costs(lake_path: str, run_id: str) -> dict[str, dict[str, float]]:
-    """CPU seconds per stage for one run, in total and per object where measured per object."""
-    files = lake.parts(lake_path, "costs")
-    if not files:
-        return {}
-    frame = pl.scan_parquet(files).filter(pl.col("flow_run_id") == run_id).collect()
-    summary = frame.group_by("stage").agg(
-        cpu_s=pl.col("cpu_s").sum(),
-        objects=pl.col("object_id").drop_nulls().n_unique(),
-    )
-    return {
-        row["stage"]: {
-            "cpu_s": round(row["cpu_s"], 3),
-            "cpu_s_per_object": round(row["cpu_s"] / row["objects"], 4) if row["objects"] else None,
-        }
-        for row in summary.sort("stage").iter_rows(named=True)
-    }
-
-
-def stage_plan(staging: str | Path, part: str, batches: list[tuple[str, list[ObjectRef]]]) -> str:
-    """Write a batch plan where ``extract-modalities`` reads it; returns its path."""
-    rows = [{**asdict(ref), "batch": i} for i, (_, refs) in enumerate(batches) for ref in refs]
-    frame = pl.DataFrame(rows, schema_overrides={"size": pl.Int64, "batch": pl.Int64})
-    lake.stage_frames(staging, f"{part}.plan", {"refs": frame})
-    return str(Path(staging) / f"{part}.plan")
-
-
-def read_plan(plan: str) -> list[tuple[str, list[ObjectRef]]]:
-    """The batches ``stage_plan`` wrote, in order."""
-    staged = Path(plan)
-    (frame,) = lake.read_staged(staged.parent, staged.name, ["refs"]).values()
-    batches: dict[int, list[ObjectRef]] = defaultdict(list)
-    for row in frame.iter_rows(named=True):
-        batch = row.pop("batch")
-        batches[batch].append(ObjectRef(**row))
-    return [(refs[0].modality, refs) for _, refs in sorted(batches.items())]
-
-
 def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
     """An existing cluster by address, or a local one sized so torch threads don't fight for cores."""
     from prefect_dask import DaskTaskRunner  # Dask loads only for runs that use it
@@ -368,7 +308,7 @@ def extract_modalities(
     parameters along with every task it submits to Dask, so a plan passed by value would
     be serialised and hashed once per batch, a cost that grows with the square of the run.
     """
-    batches = read_plan(plan)
+    batches = lake.read_plan(plan)
     futures = [
         extract_features.submit(modality, refs, models, limits, flow_run_id)
         for modality, refs in batches
@@ -396,7 +336,7 @@ def process_batch(
     """
     use_credentials_block(aws_credentials_block)
     runner = dask_runner(dask_address, dask_workers)
-    plan = stage_plan(staging, part, [(modality, refs)])
+    plan = lake.stage_plan(staging, part, [(modality, refs)])
     extracted = extract_modalities.with_options(task_runner=runner)(
         plan, models, limits, parent_run_id
     )
@@ -523,7 +463,7 @@ def _process_locked(
             runner = dask_runner(settings.dask_address, settings.dask_workers)
             staging = staging_dir(settings.lake, run_id)
             extracted = extract_modalities.with_options(task_runner=runner)(
-                stage_plan(staging, "local", batches), models, limits, run_id
+                lake.stage_plan(staging, "local", batches), models, limits, run_id
             )
         crash_point("extracted")
         for modality, results in sorted(extracted.items()):
@@ -592,30 +532,15 @@ def pipeline(
     source: str,
     lake_path: str | None = None,
     settings_block: str | None = None,
-    text_model: str | None = None,
-    image_model: str | None = None,
-    audio_model: str | None = None,
-    batch_size: int | None = None,
-    dask_address: str | None = None,
-    dask_workers: int | None = None,
-    quality_policy: str | None = None,
-    quality_policies: dict[str, str] | None = None,
+    options: RunOptions | None = None,
     modalities: list[str] | None = None,
-    fan_out: str | None = None,
-    inline_max_objects: int | None = None,
-    lock_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Turn what is new under ``source`` into validated feature tables, fused per sample.
 
     ``modalities`` limits the run to some modalities; the others stay new for a later run.
     """
     started = time.perf_counter()
-    settings = resolve_settings(
-        settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
-        audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
-        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
-        fan_out=fan_out, inline_max_objects=inline_max_objects, lock_timeout_s=lock_timeout_s,
-    )  # fmt: skip
+    settings = resolve_settings(settings_block, options, lake=lake_path)
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
     costs = CostLog(run_id)
@@ -638,17 +563,7 @@ def redrive(
     reason: str | None = None,
     object_id: str | None = None,
     settings_block: str | None = None,
-    text_model: str | None = None,
-    image_model: str | None = None,
-    audio_model: str | None = None,
-    batch_size: int | None = None,
-    dask_address: str | None = None,
-    dask_workers: int | None = None,
-    quality_policy: str | None = None,
-    quality_policies: dict[str, str] | None = None,
-    fan_out: str | None = None,
-    inline_max_objects: int | None = None,
-    lock_timeout_s: float | None = None,
+    options: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Re-process quarantined objects (after a fix, a new limit or a new model).
 
@@ -657,12 +572,7 @@ def redrive(
     and the old version is marked ``superseded``.
     """
     started = time.perf_counter()
-    settings = resolve_settings(
-        settings_block, lake=lake_path, text_model=text_model, image_model=image_model,
-        audio_model=audio_model, batch_size=batch_size, dask_address=dask_address,
-        dask_workers=dask_workers, quality_policy=quality_policy, quality_policies=quality_policies,
-        fan_out=fan_out, inline_max_objects=inline_max_objects, lock_timeout_s=lock_timeout_s,
-    )  # fmt: skip
+    settings = resolve_settings(settings_block, options, lake=lake_path)
     use_credentials_block(settings.aws_credentials_block)  # s3:// reads, here and in Dask workers
     run_id = str(flow_run.id or "local")
     chosen = quarantined_objects(settings.lake, stage=stage, reason=reason, object_id=object_id)

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+
+from tasks.common import ObjectRef
 
 if TYPE_CHECKING:
     import duckdb
@@ -288,3 +292,22 @@ def stage_frames(staging: str | Path, part: str, frames: Mapping[str, pl.DataFra
 def read_staged(staging: str | Path, part: str, names: Iterable[str]) -> dict[str, pl.DataFrame]:
     """Read back what ``stage_frames`` wrote; raises FileNotFoundError if the child wrote nothing."""
     return {name: pl.read_parquet(Path(staging) / f"{part}.{name}.parquet") for name in names}
+
+
+def stage_plan(staging: str | Path, part: str, batches: list[tuple[str, list[ObjectRef]]]) -> str:
+    """Write a batch plan where ``extract-modalities`` reads it; returns its path."""
+    rows = [{**asdict(ref), "batch": i} for i, (_, refs) in enumerate(batches) for ref in refs]
+    frame = pl.DataFrame(rows, schema_overrides={"size": pl.Int64, "batch": pl.Int64})
+    stage_frames(staging, f"{part}.plan", {"refs": frame})
+    return str(Path(staging) / f"{part}.plan")
+
+
+def read_plan(plan: str) -> list[tuple[str, list[ObjectRef]]]:
+    """The batches ``stage_plan`` wrote, in order."""
+    staged = Path(plan)
+    (frame,) = read_staged(staged.parent, staged.name, ["refs"]).values()
+    batches: dict[int, list[ObjectRef]] = defaultdict(list)
+    for row in frame.iter_rows(named=True):
+        batch = row.pop("batch")
+        batches[batch].append(ObjectRef(**row))
+    return [(refs[0].modality, refs) for _, refs in sorted(batches.items())]

@@ -188,12 +188,10 @@ def _config_json(model_id: str) -> Any:
     """A model's ``config.json`` (local directory or local HF cache) as attributes, or None."""
     path = Path(resolve_model(model_id)) / "config.json"
     if not path.is_file():
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(model_id, "config.json")
-        if not isinstance(cached, str):
+        cached = _cached_config(model_id)
+        if cached is None:
             return None
-        path = Path(cached)
+        path = cached
     try:
         return json.loads(path.read_text(), object_hook=lambda d: SimpleNamespace(**d))
     except (OSError, ValueError, TypeError):
@@ -270,12 +268,21 @@ def model_revision(model_id: str) -> str:
             (str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files
         )
         return _directory_digest(path, stamps)
+    cached = _cached_config(model_id)
+    if cached is not None:  # .../snapshots/<commit hash>/config.json
+        return cached.parent.name
+    return UNRESOLVED
+
+
+def _cached_config(model_id: str) -> Path | None:
+    """The ``config.json`` of a hub id in the local Hugging Face cache, if it is there."""
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache(model_id, "config.json")
-    if isinstance(cached, str):  # .../snapshots/<commit hash>/config.json
-        return Path(cached).parent.name
-    return UNRESOLVED
+    try:
+        cached = try_to_load_from_cache(model_id, "config.json")
+    except ValueError:  # not a hub id at all (a missing local path): nothing cached
+        return None
+    return Path(cached) if isinstance(cached, str) else None
 
 
 def _hidden(file: Path, root: Path) -> bool:

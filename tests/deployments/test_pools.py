@@ -441,7 +441,7 @@ def test_job_variables_are_valid_for_the_template(variant, template):
 
 def test_ingest_fans_out_and_is_triggered_at_once_and_when_a_burst_ends(variant):
     ingest = by_name(variant)["ingest"]
-    assert ingest["parameters"] == {"fan_out": "deployments", "lake_path": LAKE_MOUNT}
+    assert ingest["parameters"] == {"lake_path": LAKE_MOUNT, "options": {"fan_out": "deployments"}}
     assert by_name(variant)["backfill"]["parameters"] == ingest["parameters"]
     assert ingest["concurrency_limit"] == 1
     at_once, window_closed = ingest["triggers"]

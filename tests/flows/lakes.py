@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from blocks.settings import RunOptions
 from flows.pipeline import pipeline
 from tasks.lake import store
 from tasks.lake.tables import TABLES
@@ -18,7 +19,11 @@ COMPARED = ("objects", "members", "image_features", "text_features", "audio_feat
 
 
 def run(source: Path, lake: Path, **options: object) -> dict:
-    return pipeline(source=str(source), lake_path=str(lake), inline_max_objects=100, **options)
+    return pipeline(
+        source=str(source),
+        lake_path=str(lake),
+        options=RunOptions(inline_max_objects=100, **options),  # type: ignore[arg-type]
+    )
 
 
 def table(lake: Path, name: str) -> pl.DataFrame:

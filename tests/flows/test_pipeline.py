@@ -16,6 +16,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 
+from blocks.settings import RunOptions
 from flows.pipeline import pipeline, plan_batches
 from tasks.common import MODALITIES, ObjectRef
 from tasks.lake.store import CATALOG_FILE
@@ -48,19 +49,17 @@ def model_run(sample_dir: Path, tmp_path_factory, tiny_image_model: str, tiny_au
     first = pipeline(
         source=str(sample_dir),
         lake_path=str(lake),
-        image_model=tiny_image_model,
-        audio_model=tiny_audio_model,
-        batch_size=2,
-        dask_workers=2,
+        options=RunOptions(
+            image_model=tiny_image_model, audio_model=tiny_audio_model, batch_size=2, dask_workers=2
+        ),
     )
     counts = {t: _count(lake, t) for t in ("objects", "image_features", "fused", "quarantine")}
     second = pipeline(
         source=str(sample_dir),
         lake_path=str(lake),
-        image_model=tiny_image_model,
-        audio_model=tiny_audio_model,
-        batch_size=2,
-        dask_workers=2,
+        options=RunOptions(
+            image_model=tiny_image_model, audio_model=tiny_audio_model, batch_size=2, dask_workers=2
+        ),
     )
     return lake, first, second, counts
 
@@ -176,7 +175,9 @@ def test_a_small_run_extracts_in_its_own_process_and_lands_the_same_rows(
     for label, inline in (("inline", 8), ("dask", 0)):
         lake = tmp_path / f"lake-{label}"
         summary = pipeline(
-            source=str(source), lake_path=str(lake), dask_workers=1, inline_max_objects=inline
+            source=str(source),
+            lake_path=str(lake),
+            options=RunOptions(dask_workers=1, inline_max_objects=inline),
         )
         with get_client(sync_client=True) as client:
             children = client.read_flow_runs(

@@ -13,7 +13,7 @@ from PIL import Image
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from blocks.settings import BraidSettings
+from blocks.settings import BraidSettings, RunOptions
 from flows.pipeline import QUALITY_DOCS, QualityGateFailed, pipeline, redrive
 from tasks.lake.store import CATALOG_FILE
 
@@ -49,8 +49,13 @@ def _cluster(dask_address: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRAID_TEST_DASK", dask_address)
 
 
-def run(source: Path, lake: Path, **parameters):
-    return pipeline(source=str(source), lake_path=str(lake), dask_address=_address(), **parameters)
+def run(source: Path, lake: Path, settings_block: str | None = None, **options):
+    return pipeline(
+        source=str(source),
+        lake_path=str(lake),
+        settings_block=settings_block,
+        options=RunOptions(dask_address=_address(), **options),
+    )
 
 
 def _address() -> str:
@@ -112,7 +117,7 @@ def test_redrive_lands_what_now_passes_and_clears_its_quarantine(source, tmp_pat
     lake = tmp_path / "lake"
     run(source, lake, settings_block=STRICT)
     summary = redrive(
-        lake_path=str(lake), stage="validate", dask_address=_address()
+        lake_path=str(lake), stage="validate", options=RunOptions(dask_address=_address())
     )  # default rates
     assert summary["redriven"] == 2
     assert summary["modalities"]["audio"] == {"landed": 2, "quarantined": 0}
@@ -158,7 +163,9 @@ def test_redrive_of_a_repaired_file_lands_it_and_supersedes_the_broken_version(s
     assert [r[0] for r in query(lake, "SELECT stage FROM quarantine")] == ["decode"]
 
     image.write_bytes(broken.getvalue())  # the upload, repaired
-    summary = redrive(lake_path=str(lake), stage="decode", dask_address=_address())
+    summary = redrive(
+        lake_path=str(lake), stage="decode", options=RunOptions(dask_address=_address())
+    )
     assert summary["modalities"] == {"image": {"landed": 1, "quarantined": 0}}
     assert query(lake, "SELECT count(*) FROM quarantine") == [(0,)]
     assert query(lake, "SELECT count(*) FROM image_features") == [(2,)]
@@ -174,7 +181,7 @@ def test_an_existing_cluster_by_address_lands_the_same_rows_as_the_default_clust
     by_address = tmp_path / "by-address"
     default = tmp_path / "default"
     run(source, by_address)
-    pipeline(source=str(source), lake_path=str(default), dask_workers=2)
+    pipeline(source=str(source), lake_path=str(default), options=RunOptions(dask_workers=2))
     for table in ("objects", "image_features", "text_features", "audio_features", "fused"):
         key = "sample_id" if table == "fused" else "object_id"
         sql = f"SELECT {key}, embedding FROM {table} ORDER BY {key}"

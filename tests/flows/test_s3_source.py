@@ -16,6 +16,7 @@ import duckdb
 import pytest
 from moto.server import ThreadedMotoServer
 
+from blocks.settings import RunOptions
 from flows.pipeline import pipeline
 from tasks.common import MODALITIES
 from tasks.lake import storage
@@ -76,10 +77,16 @@ def runs(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                     s3.upload_file(str(path), BUCKET, key)
             s3_lake = tmp_path_factory.mktemp("s3-lake")
             source = f"s3://{BUCKET}/landing"
-            first = pipeline(source=source, lake_path=str(s3_lake), dask_workers=1)
-            second = pipeline(source=source, lake_path=str(s3_lake), dask_workers=1)
+            first = pipeline(
+                source=source, lake_path=str(s3_lake), options=RunOptions(dask_workers=1)
+            )
+            second = pipeline(
+                source=source, lake_path=str(s3_lake), options=RunOptions(dask_workers=1)
+            )
             folder_lake = tmp_path_factory.mktemp("folder-lake")
-            local = pipeline(source=str(folder), lake_path=str(folder_lake), dask_workers=1)
+            local = pipeline(
+                source=str(folder), lake_path=str(folder_lake), options=RunOptions(dask_workers=1)
+            )
             yield {
                 "first": first,
                 "second": second,
