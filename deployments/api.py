@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import polars as pl
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
@@ -128,7 +128,7 @@ class QuarantinePage(BaseModel):
 def _python_type(dtype: pl.DataType) -> Any:
     """The Python type a column's values arrive as in JSON answers."""
     if isinstance(dtype, pl.List | pl.Array):
-        return list[_python_type(dtype.inner)]  # type: ignore[misc]
+        return list[_python_type(cast(pl.DataType, dtype.inner))]  # type: ignore[misc]
     if dtype.is_integer():
         return int
     if dtype.is_float():
@@ -165,7 +165,7 @@ FEATURE_MODELS = {
 Features = create_model(
     "Features",
     __doc__="A sample's feature rows per modality.",
-    **{m: (list[model], Field(default_factory=list)) for m, model in FEATURE_MODELS.items()},  # type: ignore[valid-type]
+    **{m: (list[model], Field(default_factory=list)) for m, model in FEATURE_MODELS.items()},  # type: ignore[valid-type, call-overload]
 )
 FusedRow = _row_model(
     "FusedRow",
@@ -212,7 +212,7 @@ class SearchRequest(BaseModel):
         max_length=MAX_ID_CHARS,
         description="find the samples whose fused embeddings are nearest to this sample's",
     )
-    modality: Modality | None = Field(None, description="only samples that hold this modality")  # type: ignore[valid-type]
+    modality: Modality | None = Field(None, description="only samples that hold this modality")
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, strict=True, description="how many samples")
 
     _check_text = field_validator("text", "sample_id")(_utf8)
@@ -548,7 +548,7 @@ def make_app(
         tags=["objects"],
     )
     def list_objects(
-        modality: Annotated[ObjectModality | None, Query()] = None,  # type: ignore[valid-type]
+        modality: Annotated[ObjectModality | None, Query()] = None,
         status: Annotated[Status | None, Query()] = None,
         since: Since = None,
         limit: Limit = DEFAULT_LIMIT,
@@ -575,7 +575,7 @@ def make_app(
             str | None,
             Query(max_length=300, description="text the reason contains (any case)"),
         ] = None,
-        modality: Annotated[QuarantineModality | None, Query()] = None,  # type: ignore[valid-type]
+        modality: Annotated[QuarantineModality | None, Query()] = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = None,
         cursor: Cursor = None,
@@ -600,10 +600,12 @@ def make_app(
                     con, vector, text_model, request.k, request.modality
                 )
             return {"by": "text", "model_id": text_model, "hits": hits}
+        sample_id = request.sample_id
+        assert sample_id is not None  # SearchRequest holds exactly one of text and sample_id
         with reader.connection(vectors=True) as con:
-            found = serving.similar_samples(con, request.sample_id, request.k, request.modality)
-            if found is None and serving.sample_exists(con, request.sample_id):
-                raise HTTPException(404, f"sample {request.sample_id!r} has no fused embedding")
+            found = serving.similar_samples(con, sample_id, request.k, request.modality)
+            if found is None and serving.sample_exists(con, sample_id):
+                raise HTTPException(404, f"sample {sample_id!r} has no fused embedding")
         if found is None:
             raise HTTPException(404, f"no sample {request.sample_id!r}")
         return {"by": "sample_id", "model_id": None, "hits": found}

@@ -25,7 +25,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_plus
 
 from deployments import secrets
@@ -295,7 +295,8 @@ def sqs_client(aws_credentials_block: str | None = None) -> Any:
     if aws_credentials_block:
         from prefect_aws import AwsCredentials
 
-        return AwsCredentials.load(aws_credentials_block).get_client("sqs")
+        credentials = cast(AwsCredentials, AwsCredentials.load(aws_credentials_block))
+        return credentials.get_client("sqs")
     import boto3
 
     return boto3.client("sqs")

@@ -579,6 +579,7 @@ def cmd_bridge(args: argparse.Namespace) -> None:
         consumer = threading.Thread(target=consume, name="braid-sqs", daemon=True)
         consumer.start()
     print(f"braid bridge: POST http://{args.host}:{port}/events", flush=True)
+    assert app is not None  # serve_http made it
     try:
         bridge.serve(app, args.host, port)
     finally:

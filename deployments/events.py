@@ -52,14 +52,17 @@ def validate_key(key: str) -> str:
 def object_created_event(obj: ObjectCreated) -> Event:
     """The ``braid.object.created`` event for ``obj``."""
     from prefect.events import Event
+    from prefect.events.schemas.events import Resource
 
     validate_key(obj.key)
     return Event(
         event=EVENT,
-        resource={
-            "prefect.resource.id": f"{RESOURCE_PREFIX}{obj.uri}",
-            "prefect.resource.name": obj.key,
-        },
+        resource=Resource(
+            {
+                "prefect.resource.id": f"{RESOURCE_PREFIX}{obj.uri}",
+                "prefect.resource.name": obj.key,
+            }
+        ),
         payload=obj.payload(),
     )
 

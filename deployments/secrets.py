@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 
 def load_secret(block_name: str | None, env: str, what: str, flag: str) -> str:
@@ -11,7 +12,7 @@ def load_secret(block_name: str | None, env: str, what: str, flag: str) -> str:
         from prefect.blocks.system import Secret
 
         try:
-            value = Secret.load(block_name).get()
+            value = cast(Secret, Secret.load(block_name)).get()  # sync in a sync context
         except Exception as exc:
             raise ValueError(f"could not load Secret block {block_name!r}: {exc}") from exc
         if not isinstance(value, str) or not value.strip():

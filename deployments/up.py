@@ -19,6 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "braid-process"  # ingest and backfill
@@ -72,7 +73,7 @@ class Stack:
         return env
 
 
-def _log(stack: Stack, name: str) -> object:
+def _log(stack: Stack, name: str) -> IO[bytes]:
     logs = stack.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     return (logs / f"{name}.log").open("ab")
@@ -83,7 +84,7 @@ def _start(
 ) -> subprocess.Popen[bytes]:
     log = _log(stack, name)
     process = subprocess.Popen(
-        args, cwd=PROJECT_ROOT, env=stack.env(), stdout=log, stderr=subprocess.STDOUT,  # type: ignore[arg-type]
+        args, cwd=PROJECT_ROOT, env=stack.env(), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C in this terminal reaches us; we stop children ourselves
     )  # fmt: skip
     started[name] = {"pid": process.pid, "args": args}
@@ -122,7 +123,7 @@ def wait_for_api(
 def _run(stack: Stack, name: str, args: list[str]) -> None:
     """Run a setup command to completion; fail with its log's tail if it fails."""
     result = subprocess.run(args, cwd=PROJECT_ROOT, env=stack.env(), capture_output=True, text=True)
-    with _log(stack, name) as log:  # type: ignore[attr-defined]
+    with _log(stack, name) as log:
         log.write((result.stdout + result.stderr).encode())
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).strip().splitlines()[-5:]

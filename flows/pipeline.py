@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import FlowRun
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from blocks.settings import BraidSettings, RunOptions, resolve_settings
 from data_quality.validate import (
@@ -55,7 +56,7 @@ from tasks.lake.tables import OBJECTS, TABLES, feature_table
 from tasks.media.identity import ModelSet, SlotModel, resolve_model_set
 
 if TYPE_CHECKING:
-    from prefect_dask import DaskTaskRunner
+    pass
 
 QUALITY_DOCS = "_quality/docs"
 
@@ -121,7 +122,8 @@ def dask_mapper() -> Iterator[Callable[..., list[Any]]]:
     from prefect_dask import get_dask_client
 
     # Not the default client: closing it must not leave the worker a closed default.
-    with get_dask_client(set_as_default=False) as client:
+    # prefect-dask annotates **client_kwargs as dict values, wrongly.
+    with get_dask_client(set_as_default=False) as client:  # type: ignore[arg-type]
 
         def mapper(function: Callable[..., Any], items: list[Any]) -> list[Any]:
             threads = sum(client.nthreads().values())
@@ -260,7 +262,7 @@ def refresh_catalog(lake_path: str) -> str:
     return str(lake.write_catalog(lake_path, TABLES))
 
 
-def dask_runner(address: str | None, workers: int | None) -> DaskTaskRunner:
+def dask_runner(address: str | None, workers: int | None) -> TaskRunner[Any]:
     """An existing cluster by address, or a local one sized so torch threads don't fight for cores."""
     from prefect_dask import DaskTaskRunner  # Dask loads only for runs that use it
 
@@ -366,7 +368,7 @@ def run_batch_deployment(
     """Run ``process-<modality>`` for one batch and wait; a failed child quarantines its objects."""
     from prefect.deployments import run_deployment
 
-    child = run_deployment(
+    child: FlowRun = run_deployment(  # type: ignore[assignment]  # sync in a sync task
         name=f"braid-process-batch/process-{modality}",
         parameters={
             "modality": modality,
@@ -524,7 +526,7 @@ def _process_locked(
 
 
 # Batches fanned out to deployments wait on their child runs in threads: cap them.
-FAN_OUT_THREADS = ThreadPoolTaskRunner(max_workers=16)
+FAN_OUT_THREADS: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=16)
 
 
 @flow(name="braid-pipeline", task_runner=FAN_OUT_THREADS)
