@@ -417,15 +417,15 @@ def fused_dim(lake: Path) -> int:
     landed it where there is one (asking the text model's config imports transformers)."""
     import duckdb
 
-    from tasks.common import MODALITIES, Models
-    from tasks.ingest.extract import embedding_dim
+    from tasks.common import Models
+    from tasks.media.identity import resolve_model_set
 
     if (lake / "braid.duckdb").exists():
         with duckdb.connect(str(lake / "braid.duckdb"), read_only=True) as con:
             row = con.execute("SELECT any_value(embedding_dim) FROM fused").fetchone()
         if row and row[0]:
             return int(row[0])
-    return sum(embedding_dim(m, Models()) for m in MODALITIES)
+    return resolve_model_set(Models()).fused_dim
 
 
 def write_fused(

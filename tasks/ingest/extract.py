@@ -23,20 +23,12 @@ from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected, l2_norma
 from tasks.lake.storage import read_bytes
 from tasks.lake.store import rows_frame
 from tasks.lake.tables import COSTS, OBJECTS, QUARANTINE, TABLES, feature_table
-from tasks.media import audio, image, text, timeseries, video
+from tasks.media import registry
 
 Mapper = Callable[[Callable[[ObjectRef], Any], list[ObjectRef]], Iterable[Any]]
 
 # A Dask task costs a few milliseconds of scheduling; an image analysis about twenty.
 MAX_OBJECTS_PER_TASK = 8
-
-ANALYZERS: dict[str, Callable[[bytes, Limits, str], Analysis]] = {
-    "image": image.analyze,
-    "text": text.analyze,
-    "audio": audio.analyze,
-    "video": video.analyze,
-    "timeseries": timeseries.analyze,
-}
 
 
 @dataclass
@@ -78,7 +70,7 @@ def analyze_object(ref: ObjectRef, limits: Limits) -> Analysed:
         result = Rejected("read", reason_for(exc))
     else:
         try:
-            result = ANALYZERS[ref.modality](data, limits, ref.media_type)
+            result = registry.modality(ref.modality).analyze(data, limits, ref.media_type)
         except Rejected as rejection:
             result = rejection
         except Exception as exc:  # a decoder's own error: keep the batch going
@@ -98,72 +90,6 @@ def apply_each(items: list[Any], function: Callable[[Any], Any]) -> list[Any]:
     return [function(item) for item in items]
 
 
-def model_id_for(modality: str, models: Models) -> str:
-    """The id recorded as lineage for a modality's ``embedding`` column."""
-    handcrafted = {
-        "image": image.HANDCRAFTED_MODEL,
-        "video": image.HANDCRAFTED_MODEL,
-        "audio": audio.HANDCRAFTED_MODEL,
-        "timeseries": timeseries.HANDCRAFTED_MODEL,
-    }
-    configured = {"text": models.text, "image": models.image, "video": models.image,
-                  "audio": models.audio}.get(modality)  # fmt: skip
-    return configured or handcrafted[modality]
-
-
-def embedding_dim(modality: str, models: Models) -> int:
-    """The length of a modality's embedding under the configured models."""
-    from tasks.media.encoders import embedding_dim as model_dim
-
-    fixed = {
-        "image": (models.image, "image", image.HANDCRAFTED_DIM),
-        "video": (models.image, "image", image.HANDCRAFTED_DIM),
-        "audio": (models.audio, "audio", audio.HANDCRAFTED_DIM),
-        "text": (models.text, "text", 0),
-        "timeseries": (None, "", timeseries.HANDCRAFTED_DIM),
-    }
-    model, kind, default = fixed[modality]
-    return model_dim(model, kind) if model else default
-
-
-def _embed_inputs(
-    modality: str, analyses: list[Analysis], models: Models, limits: Limits
-) -> dict[str, np.ndarray]:
-    """Embedding columns for a batch of analyses: one model call per column."""
-    if modality == "text":
-        return {"embedding": text.embed([a.model_input for a in analyses], models.text)}
-    if modality == "image":
-        if models.image is None:
-            return {"embedding": np.stack([a.vector for a in analyses])}
-        return {"embedding": image.embed([a.model_input for a in analyses], models.image)}
-    if modality == "audio":
-        if models.audio is None:
-            return {"embedding": np.stack([a.vector for a in analyses])}
-        inputs = [a.model_input for a in analyses]
-        return {"embedding": audio.embed(inputs, models.audio, limits.audio_sample_rate)}
-    if modality == "video":
-        return _embed_videos(analyses, models, limits)
-    return {"embedding": np.stack([a.vector for a in analyses])}
-
-
-def _embed_videos(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
-    if models.image is None:
-        frames = np.stack([a.vector for a in analyses])
-    else:
-        counts = [len(a.model_input["frames"]) for a in analyses]
-        flat = [f for a in analyses for f in a.model_input["frames"]]
-        frames = video.pool_frames(image.embed(flat, models.image), counts)
-    tracks: list[np.ndarray | None] = [a.extra.get("audio_vector") for a in analyses]
-    if models.audio is not None:
-        with_audio = [i for i, a in enumerate(analyses) if a.model_input["audio"] is not None]
-        if with_audio:
-            inputs = [analyses[i].model_input["audio"] for i in with_audio]
-            vectors = audio.embed(inputs, models.audio, limits.audio_sample_rate)
-            for i, vector in zip(with_audio, vectors, strict=True):
-                tracks[i] = vector
-    return {"embedding": frames, "audio_embedding": tracks}
-
-
 def embed_batch(
     modality: str, analyses: list[Analysis], models: Models, limits: Limits
 ) -> list[dict[str, Any] | Rejected]:
@@ -171,7 +97,7 @@ def embed_batch(
     if not analyses:
         return []
     try:
-        columns = _embed_inputs(modality, analyses, models, limits)
+        columns = registry.modality(modality).embed_batch(analyses, models, limits)
         return [{name: values[i] for name, values in columns.items()} for i in range(len(analyses))]
     except Exception as exc:
         # One object alone is its own culprit, also when the whole batch was that one object.
@@ -202,7 +128,7 @@ def extract_batch(
     cpu, wall = time.process_time(), time.perf_counter()
     embedded = embed_batch(modality, [a for _, a in good], models, limits)
     embed_cpu, embed_wall = time.process_time() - cpu, time.perf_counter() - wall
-    model_id = model_id_for(modality, models)
+    model_id = registry.model_id(modality, models)
     now = datetime.now(UTC)
     cost_rows = [
         {"modality": modality, "object_id": a.ref.object_id, "stage": "decode",
@@ -220,7 +146,7 @@ def extract_batch(
         if isinstance(columns, Rejected):
             failed.append((ref, columns))
             continue
-        vector = l2_normalise(columns["embedding"])
+        vector = l2_normalise(columns.pop("embedding"))
         row: dict[str, Any] = {
             "object_id": ref.object_id,
             "sample_id": ref.sample_id,
@@ -234,13 +160,8 @@ def extract_batch(
             "model_id": model_id,
             "flow_run_id": flow_run_id,
             "landed_at": now,
+            **columns,  # a modality's other model-made columns (video: its audio track's)
         }
-        if modality == "video":
-            track = columns.get("audio_embedding")
-            row["audio_embedding"] = _as_list(l2_normalise(track)) if track is not None else None
-            row["audio_model_id"] = (
-                (models.audio or audio.HANDCRAFTED_MODEL) if track is not None else None
-            )
         feature_rows.append(row)
         object_rows.append(_object_row(ref, "landed", flow_run_id, now))
     for ref, rejection in failed:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from tasks.media import audio, image, text, timeseries, video
+from tasks.media import registry
 from tasks.common import MODALITIES
 
 LINEAGE: dict[str, pl.DataType] = {
@@ -104,11 +104,7 @@ FUSED: dict[str, pl.DataType] = {
 }
 
 FEATURE_COLUMNS: dict[str, dict[str, pl.DataType]] = {
-    "image": image.FEATURE_SCHEMA,
-    "text": text.FEATURE_SCHEMA,
-    "audio": audio.FEATURE_SCHEMA,
-    "video": video.FEATURE_SCHEMA,
-    "timeseries": timeseries.FEATURE_SCHEMA,
+    m: registry.modality(m).FEATURE_SCHEMA for m in MODALITIES
 }
 
 

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from tasks.common import Analysis, Limits, Rejected, l2_normalise
+from tasks.common import Analysis, Limits, Models, Rejected, l2_normalise
 
 if TYPE_CHECKING:
     import av.container
 
 HANDCRAFTED_MODEL = "braid/handcrafted-audio-v1"
 HANDCRAFTED_DIM = 32
+DEPENDS_ON: tuple[str, ...] = ()
 N_MFCC = 13
 
 # Bump when the code that computes this table's features or handcrafted vector changes:
@@ -221,3 +222,16 @@ def embed(inputs: list[np.ndarray], model_id: str, sample_rate: int) -> np.ndarr
     if wanted != sample_rate:
         inputs = [librosa.resample(x, orig_sr=sample_rate, target_sr=wanted) for x in inputs]
     return embed_audio(inputs, wanted, model_id)
+
+
+def encoder(models: Models) -> tuple[str | None, str]:
+    """The configured model that embeds audio (None: the handcrafted vector), and its kind."""
+    return models.audio, "audio"
+
+
+def embed_batch(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    """The embedding column of a batch: one model call, or the handcrafted vectors."""
+    if models.audio is None:
+        return {"embedding": np.stack([a.vector for a in analyses])}
+    inputs = [a.model_input for a in analyses]
+    return {"embedding": embed(inputs, models.audio, limits.audio_sample_rate)}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.common import MODALITIES, Models
-from tasks.media import audio, image, text, timeseries, video
+from tasks.media import registry
 from tasks.media.encoders import UNRESOLVED
 
 BUILTIN_REVISION = "builtin"  # handcrafted vectors: the feature version says it all
@@ -84,31 +84,22 @@ def _encoder(model: str | None, kind: str, handcrafted: str, dim: int) -> tuple[
 
 
 def resolve_model_set(models: Models) -> ModelSet:
-    """The model set the settings ask for, with each revision read from the weights on disk."""
-    image_enc = _encoder(models.image, "image", image.HANDCRAFTED_MODEL, image.HANDCRAFTED_DIM)
-    audio_enc = _encoder(models.audio, "audio", audio.HANDCRAFTED_MODEL, audio.HANDCRAFTED_DIM)
-    text_enc = _encoder(models.text, "text", "", 0)
-    series_enc = (timeseries.HANDCRAFTED_MODEL, BUILTIN_REVISION, timeseries.HANDCRAFTED_DIM)
-    # What each modality's values depend on beyond its own encoder and feature version.
-    video_inputs = {
-        "audio_track": audio_enc[0]
-        if audio_enc[1] in (BUILTIN_REVISION, UNRESOLVED)
-        else audio_enc[1],
-        "image_version": image.FEATURE_VERSION,
-        "audio_version": audio.FEATURE_VERSION,
-    }
-    plan: dict[str, tuple[tuple[str, str, int], int, dict[str, Any]]] = {
-        "image": (image_enc, image.FEATURE_VERSION, {}),
-        "text": (text_enc, text.FEATURE_VERSION, {}),
-        "audio": (audio_enc, audio.FEATURE_VERSION, {}),
-        "video": (image_enc, video.FEATURE_VERSION, video_inputs),
-        "timeseries": (series_enc, timeseries.FEATURE_VERSION, {}),
-    }
-    slots = []
-    for modality in MODALITIES:
-        (model_id, revision, dim), version, extra = plan[modality]
-        # The weights' revision identifies them whatever id named them (a path, an alias).
+    """The model set the settings ask for, with each revision read from the weights on disk.
+
+    A slot's key covers its weights (the revision identifies them whatever id named them),
+    its feature version, and the keys of the slots it depends on (a video's frames go
+    through the image path, its track through the audio path).
+    """
+    slots: dict[str, SlotModel] = {}
+    for name in MODALITIES:
+        module = registry.modality(name)
+        model, kind = module.encoder(models)
+        model_id, revision, dim = _encoder(
+            model, kind, module.HANDCRAFTED_MODEL, module.HANDCRAFTED_DIM
+        )
         weights = model_id if revision in (BUILTIN_REVISION, UNRESOLVED) else revision
-        key = _digest([modality, weights, version, extra], 16)
-        slots.append(SlotModel(modality, model_id, revision, version, dim, key))
-    return ModelSet(tuple(slots), _digest([s.key for s in slots], 12))
+        depends = [slots[other].key for other in module.DEPENDS_ON]
+        key = _digest([name, weights, module.FEATURE_VERSION, depends], 16)
+        slots[name] = SlotModel(name, model_id, revision, module.FEATURE_VERSION, dim, key)
+    ordered = tuple(slots.values())
+    return ModelSet(ordered, _digest([s.key for s in ordered], 12))

@@ -20,10 +20,11 @@ import numpy as np
 import polars as pl
 from PIL import ExifTags, Image, ImageOps
 
-from tasks.common import Analysis, Limits, Rejected, l2_normalise
+from tasks.common import Analysis, Limits, Models, Rejected, l2_normalise
 
 HANDCRAFTED_MODEL = "braid/handcrafted-image-v1"
 HANDCRAFTED_DIM = 32
+DEPENDS_ON: tuple[str, ...] = ()  # other modalities whose models and features feed this one
 THUMBNAIL_SIDE = 256  # statistics and model input are computed on this reduced size
 _pillow_limit_lock = threading.Lock()
 
@@ -168,3 +169,15 @@ def embed(inputs: list[np.ndarray], model_id: str) -> np.ndarray:
     from tasks.media.encoders import embed_images
 
     return embed_images(inputs, model_id)
+
+
+def encoder(models: Models) -> tuple[str | None, str]:
+    """The configured model that embeds images (None: the handcrafted vector), and its kind."""
+    return models.image, "image"
+
+
+def embed_batch(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    """The embedding column of a batch: one model call, or the handcrafted vectors."""
+    if models.image is None:
+        return {"embedding": np.stack([a.vector for a in analyses])}
+    return {"embedding": embed([a.model_input for a in analyses], models.image)}

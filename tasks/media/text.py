@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.common import Analysis, Limits, Rejected
+from tasks.common import Analysis, Limits, Models, Rejected
 
 PREVIEW_CHARS = 200
+HANDCRAFTED_MODEL = ""  # text has no handcrafted vector: a model always embeds it
+HANDCRAFTED_DIM = 0
+DEPENDS_ON: tuple[str, ...] = ()
 _SUBTITLE_TIMING = re.compile(r"^\s*(\d+|WEBVTT.*|[\d:.,]+\s*-->\s*[\d:.,]+.*)\s*$")
 
 # Bump when the code that computes this table's features or handcrafted vector changes:
@@ -71,3 +74,13 @@ def embed(inputs: list[str], model_id: str) -> np.ndarray:
     from tasks.media.encoders import embed_texts
 
     return embed_texts(inputs, model_id)
+
+
+def encoder(models: Models) -> tuple[str | None, str]:
+    """The model that embeds texts, and its kind: text always has one."""
+    return models.text, "text"
+
+
+def embed_batch(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    """The embedding column of a batch: one call of the text model."""
+    return {"embedding": embed([a.model_input for a in analyses], models.text)}

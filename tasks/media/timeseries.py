@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.common import Analysis, Limits, Rejected, l2_normalise
+from tasks.common import Analysis, Limits, Models, Rejected, l2_normalise
 
 HANDCRAFTED_MODEL = "braid/handcrafted-timeseries-v1"
 HANDCRAFTED_DIM = 16
+DEPENDS_ON: tuple[str, ...] = ()
 FINGERPRINT_CHANNELS = 4
 # Header names that mark a CSV as a timed stream (discovery sniffs with them too).
 TIMESTAMP_COLUMNS = {"timestamp", "time", "ts", "datetime", "t", "date_time", "time_s"}
@@ -122,3 +123,13 @@ def analyze(data: bytes, limits: Limits, media_type: str = "") -> Analysis:
     times, channels = decode(data, limits)
     row, vector = features(times, channels)
     return Analysis(features=row, vector=vector)
+
+
+def encoder(models: Models) -> tuple[str | None, str]:
+    """Timed streams have no model yet: always the handcrafted fingerprint."""
+    return None, ""
+
+
+def embed_batch(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    """The embedding column of a batch: the handcrafted fingerprints."""
+    return {"embedding": np.stack([a.vector for a in analyses])}

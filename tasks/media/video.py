@@ -15,12 +15,17 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
-from tasks.common import Analysis, Limits, Rejected, l2_normalise
+from tasks.common import Analysis, Limits, Models, Rejected, l2_normalise
 from tasks.media import audio, image
 
 # Bump when the code that computes this table's features or handcrafted vector changes:
 # rows of the old version are then recomputed by the next run, beside the old ones.
 FEATURE_VERSION = 1
+HANDCRAFTED_MODEL = image.HANDCRAFTED_MODEL  # frames: the image path
+HANDCRAFTED_DIM = image.HANDCRAFTED_DIM
+# Frames go through the image path and the track through the audio path: their models and
+# feature versions are part of a video row's identity.
+DEPENDS_ON: tuple[str, ...] = ("image", "audio")
 
 FEATURE_SCHEMA: dict[str, pl.DataType] = {
     "duration_s": pl.Float64(),
@@ -161,3 +166,34 @@ def pool_frames(frame_embeddings: np.ndarray, counts: list[int]) -> np.ndarray:
         pooled.append(frame_embeddings[start : start + count].mean(axis=0))
         start += count
     return l2_normalise(np.stack(pooled)) if pooled else frame_embeddings[:0]
+
+
+def encoder(models: Models) -> tuple[str | None, str]:
+    """Frames go through the image model (None: the handcrafted image vector)."""
+    return models.image, "image"
+
+
+def embed_batch(analyses: list[Analysis], models: Models, limits: Limits) -> dict[str, Any]:
+    """The batch's pooled frame embeddings and its audio tracks' embeddings, one model call each."""
+    if models.image is None:
+        frames = np.stack([a.vector for a in analyses])
+    else:
+        counts = [len(a.model_input["frames"]) for a in analyses]
+        flat = [f for a in analyses for f in a.model_input["frames"]]
+        frames = pool_frames(image.embed(flat, models.image), counts)
+    tracks: list[np.ndarray | None] = [a.extra.get("audio_vector") for a in analyses]
+    if models.audio is not None:
+        with_audio = [i for i, a in enumerate(analyses) if a.model_input["audio"] is not None]
+        if with_audio:
+            inputs = [analyses[i].model_input["audio"] for i in with_audio]
+            vectors = audio.embed(inputs, models.audio, limits.audio_sample_rate)
+            for i, vector in zip(with_audio, vectors, strict=True):
+                tracks[i] = vector
+    track_model = models.audio or audio.HANDCRAFTED_MODEL
+    return {
+        "embedding": frames,
+        "audio_embedding": [
+            None if t is None else np.asarray(l2_normalise(t), np.float32).tolist() for t in tracks
+        ],
+        "audio_model_id": [None if t is None else track_model for t in tracks],
+    }

@@ -16,13 +16,13 @@ from tasks.ingest.extract import (
     apply_each,
     chunks,
     embed_batch,
-    embedding_dim,
     extract_batch,
     failed_batch,
 )
 from tasks.lake.tables import OBJECTS, QUARANTINE, TABLES, feature_table
 from tasks.media import audio, image, text, timeseries, video
 from tasks.media.encoders import DEFAULT_TEXT_MODEL, embed_audio, embed_images
+from tasks.media.identity import resolve_model_set
 
 RUN = "run-1"
 HANDCRAFTED = Models(text=DEFAULT_TEXT_MODEL)
@@ -91,7 +91,7 @@ def test_every_object_lands_or_is_quarantined(
     assert result.quarantine.schema == pl.Schema(QUARANTINE)
     assert result.objects.schema == pl.Schema(OBJECTS)
     assert_unit_embeddings(result.features, dim, model_id)
-    assert embedding_dim(modality, HANDCRAFTED) == dim
+    assert resolve_model_set(HANDCRAFTED).dims[modality] == dim
     assert set(result.features["sample_id"]) == {"sample-0000", "sample-0001", "sample-0002"}
 
 
@@ -146,7 +146,7 @@ def test_image_encoder_sets_dimension_and_lineage(
 
     result = extract_batch("image", refs["image"], models, Limits(), RUN)
 
-    assert embedding_dim("image", models) == 48
+    assert resolve_model_set(models).dims["image"] == 48
     assert (result.landed, result.quarantined) == (3, 2)
     assert_unit_embeddings(result.features, 48, tiny_image_model)
     first = result.features.row(0, named=True)
@@ -162,7 +162,7 @@ def test_video_frames_are_embedded_by_the_image_model_and_pooled(
 
     result = extract_batch("video", refs["video"], models, Limits(), RUN)
 
-    assert embedding_dim("video", models) == 48
+    assert resolve_model_set(models).dims["video"] == 48
     assert_unit_embeddings(result.features, 48, tiny_image_model)
     for row in result.features.iter_rows(named=True):
         frames = video.analyze(Path(row["uri"]).read_bytes(), Limits()).model_input["frames"]
@@ -182,7 +182,7 @@ def test_audio_encoder_embeds_clips_and_video_tracks(
     clips = extract_batch("audio", refs["audio"], models, Limits(), RUN)
     videos = extract_batch("video", refs["video"], models, Limits(), RUN)
 
-    assert embedding_dim("audio", models) == 40
+    assert resolve_model_set(models).dims["audio"] == 40
     assert_unit_embeddings(clips.features, 40, tiny_audio_model)
     first = clips.features.row(0, named=True)
     mono = audio.analyze(Path(first["uri"]).read_bytes(), Limits()).model_input
