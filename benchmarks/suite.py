@@ -530,10 +530,11 @@ def api_similarity(
 ) -> dict[str, Any]:
     """Top 10 similar samples through the API's serving path (``LakeReader`` and its vector
     index): the first build, each query warm, and the refresh after one small part lands."""
+    from deployments.reader import LakeReader
     from tasks.serve import serving
 
     (lake / "objects").mkdir(exist_ok=True)  # what makes a folder a lake to the reader
-    reader = serving.LakeReader(lake, check_every=0.0)
+    reader = LakeReader(lake, check_every=0.0)
 
     def look() -> None:  # what a search does before its query: refresh, build if needed
         with reader.connection(vectors=True):

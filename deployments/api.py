@@ -31,6 +31,8 @@ from pydantic import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments import paging
+from deployments.reader import LakeReader
 from deployments.secrets import load_secret
 from tasks.common import MODALITIES
 from tasks.lake.tables import FUSED, TABLES, feature_table
@@ -436,15 +438,15 @@ Since = Annotated[
 ]
 
 
-def _page_request(limit: int, offset: int | None, cursor: str | None) -> serving.PageRequest:
+def _page_request(limit: int, offset: int | None, cursor: str | None) -> paging.PageRequest:
     if offset is not None and cursor is not None:
         raise HTTPException(400, "give cursor or offset, not both")
     if cursor is not None:
         try:
-            serving.decode_cursor(cursor)
-        except serving.CursorError as exc:
+            paging.decode_cursor(cursor)
+        except paging.CursorError as exc:
             raise HTTPException(400, str(exc)) from exc
-    return serving.PageRequest(limit=limit, offset=offset or 0, cursor=cursor)
+    return paging.PageRequest(limit=limit, offset=offset or 0, cursor=cursor)
 
 
 def make_app(
@@ -463,7 +465,7 @@ def make_app(
     """
     if not token:
         raise ValueError("the API needs a non-empty token")
-    reader = serving.LakeReader(lake, check_every=check_every)
+    reader = LakeReader(lake, check_every=check_every)
 
     def embed(text: str) -> list[float]:
         from tasks.media.encoders import embed_texts
@@ -558,7 +560,7 @@ def make_app(
         """Objects in ``object_id`` order, a page at a time."""
         page = _page_request(limit, offset, cursor)
         with reader.connection() as con:
-            return serving.objects_page(con, modality, status, since, page)
+            return paging.objects_page(con, modality, status, since, page)
 
     @api.get(
         "/quarantine",
@@ -583,7 +585,7 @@ def make_app(
         """Objects now in quarantine, with the stage that refused them and why."""
         page = _page_request(limit, offset, cursor)
         with reader.connection() as con:
-            return serving.quarantine_page(con, stage, reason, modality, page)
+            return paging.quarantine_page(con, stage, reason, modality, page)
 
     @api.post(
         "/search",

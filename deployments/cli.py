@@ -466,8 +466,9 @@ def cmd_sql(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from tasks.lake.query import current_text_model, search_text
+    from tasks.lake.query import current_text_model
     from tasks.media.encoders import DEFAULT_TEXT_MODEL
+    from tasks.serve.serving import search_text
 
     try:
         # By default, the text model of the lake's current model set.

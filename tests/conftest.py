@@ -72,3 +72,7 @@ def tiny_audio_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     Wav2Vec2Model(config).save_pretrained(path)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, return_attention_mask=True).save_pretrained(path)
     return str(path)
+
+
+# The tiny lake (``tiny_lake``, ``tiny``) serves the tasks' and the API's tests alike.
+pytest_plugins = ["tiny_lake"]

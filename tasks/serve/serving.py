@@ -9,23 +9,19 @@ the API serves, and the catalog file (``braid.duckdb``) is never opened.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import polars as pl
+
 from tasks.common import MODALITIES
 from tasks.lake import store as lake
-from tasks.lake.query import connect
+from tasks.lake.query import connect, require_lake
 from tasks.lake.tables import TABLES, feature_table
-from tasks.serve.vectors import FUSED, TEXT, VectorIndex, has_vectors, is_built
+from tasks.media.encoders import DEFAULT_TEXT_MODEL
+from tasks.serve.vectors import FUSED, TEXT, has_vectors, is_built
 
 if TYPE_CHECKING:
     import duckdb
@@ -58,11 +54,6 @@ QUARANTINE_COLUMNS = (
     "flow_run_id",
     "landed_at",
 )
-_CURSOR_PREFIX = "k1."
-
-
-class CursorError(ValueError):
-    """A page cursor this API did not hand out."""
 
 
 def is_vector(column: str) -> bool:
@@ -105,10 +96,7 @@ def _create_raw_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> 
 
 def replace_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> None:
     """Replace the views (and empty tables) of ``open_snapshot`` in ``con`` by the lake's current ones."""
-    if not (Path(lake_path) / "objects").is_dir():
-        raise FileNotFoundError(
-            f"no lake at {str(lake_path)!r}: run `braid run SOURCE --lake {lake_path}` first"
-        )
+    require_lake(lake_path)
     # A table with no parts is an empty table, later a view: drop each by its own kind.
     relations = con.execute(
         "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal "
@@ -119,121 +107,6 @@ def replace_views(con: duckdb.DuckDBPyConnection, lake_path: str | Path) -> None
         con.execute(f'DROP {kind} "{name}"')
     lake.create_views(con, lake_path, TABLES)
     _create_raw_views(con, lake_path)
-
-
-def lake_signature(lake_path: str | Path) -> tuple[tuple[str, str, int, int], ...]:
-    """What identifies the lake's current content: each visible part's name, size and mtime."""
-    root = Path(lake_path)
-    if not (root / "objects").is_dir():
-        raise FileNotFoundError(
-            f"no lake at {str(lake_path)!r}: run `braid run SOURCE --lake {lake_path}` first"
-        )
-    entries = []
-    for table in (*TABLES, *EXTRA_TABLES):
-        for part in lake.parts(root, table):
-            try:
-                stat = part.stat()
-            except FileNotFoundError:  # replaced between listing and stat: the next check sees it
-                continue
-            entries.append((table, part.name, stat.st_size, stat.st_mtime_ns))
-    return tuple(entries)
-
-
-class LakeReader:
-    """The lake's views, and an index of its embeddings, shared by threads; refreshed as parts land.
-
-    One in-memory DuckDB database serves every request, each through its own cursor
-    inside a transaction. A refresh replaces the views and merges new parts into the
-    vector index (``tasks.serve.vectors``) in one transaction, so by DuckDB's MVCC a request
-    sees the lake as it was before a refresh or after it, never halfway, and nothing is
-    copied. Building a fresh database and swapping it in would copy the index, O(lake),
-    at every landing.
-
-    Parts are checked at most every ``check_every`` seconds, so a busy server lists the
-    lake's folders a few times a second, not once per request; replacing the views costs
-    tens of milliseconds and happens only when something landed. The index is built on
-    the first request that asks for it (``connection(vectors=True)``: seconds for a
-    million vectors, while other requests wait), then kept up to date at each refresh,
-    reading only the new parts; ``vectors=False`` leaves searches on the views.
-    """
-
-    def __init__(
-        self, lake_path: str | Path, check_every: float = 1.0, vectors: bool = True
-    ) -> None:
-        self.lake_path = Path(lake_path)
-        self.check_every = check_every
-        self.vectors = vectors
-        self._lock = threading.Lock()
-        self._db: duckdb.DuckDBPyConnection | None = None
-        self._index = VectorIndex(self.lake_path)
-        self._signature: tuple[tuple[str, str, int, int], ...] | None = None
-        self._checked = -math.inf
-
-    @property
-    def index(self) -> VectorIndex:
-        """The vector index's bookkeeping: whether it is built, what its last update read."""
-        return self._index
-
-    def _cursor(self, vectors: bool = False) -> duckdb.DuckDBPyConnection:
-        """A new cursor on the database, refreshed first if the lake changed since the last look."""
-        import duckdb
-
-        with self._lock:
-            now = time.monotonic()
-            if self._db is None or now - self._checked >= self.check_every:
-                try:
-                    signature = lake_signature(self.lake_path)
-                except FileNotFoundError:
-                    # In-flight requests keep the old database through their cursors.
-                    self._db, self._signature = None, None
-                    self._index = VectorIndex(self.lake_path)
-                    raise
-                self._checked = now
-                if self._db is None:
-                    db = duckdb.connect()
-                    db.execute("SET GLOBAL TimeZone = 'UTC'")  # every cursor's days are UTC days
-                    self._refresh(db, index=False)
-                    self._db, self._signature = db, signature
-                elif signature != self._signature:
-                    self._refresh(self._db, index=self._index.built)
-                    self._signature = signature
-            if vectors and self.vectors and not self._index.built:
-                self._refresh(self._db, index=True, views=False)
-            # Made under the lock: never while a refresh is running on the same connection.
-            return self._db.cursor()
-
-    def _refresh(self, db: duckdb.DuckDBPyConnection, index: bool, views: bool = True) -> None:
-        """Replace the views and update the index in one transaction."""
-        db.execute("BEGIN TRANSACTION")
-        try:
-            if views:
-                replace_views(db, self.lake_path)
-            if index:
-                self._index.update(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    @contextmanager
-    def connection(self, vectors: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the current lake for one thread, in a read transaction that sees one state
-        of it; ``vectors`` builds the vector index first if it is not yet. FileNotFoundError
-        without a lake."""
-        cursor = self._cursor(vectors)
-        try:
-            cursor.execute("BEGIN TRANSACTION")
-            yield cursor
-        finally:
-            cursor.close()  # rolls back: requests only read
-
-    def ready(self) -> bool:
-        """Whether the lake exists (and its views can be built)."""
-        try:
-            self._cursor().close()
-        except FileNotFoundError:
-            return False
-        return True
 
 
 # --- rows ---------------------------------------------------------------------------------------
@@ -250,7 +123,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _rows(
+def rows(
     con: duckdb.DuckDBPyConnection, sql: str, params: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     result = con.execute(sql, dict(params or {}))
@@ -268,107 +141,6 @@ def has_relation(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return sum(n for (n,) in found) > 0
 
 
-# --- pages --------------------------------------------------------------------------------------
-
-
-def encode_cursor(key: str) -> str:
-    """An opaque cursor that resumes a page after ``key``."""
-    return _CURSOR_PREFIX + base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The key a cursor resumes after; CursorError for anything ``encode_cursor`` did not make."""
-    if not cursor.startswith(_CURSOR_PREFIX):
-        raise CursorError("invalid cursor: pass next_cursor from a previous page")
-    try:
-        encoded = cursor.removeprefix(_CURSOR_PREFIX).encode("ascii")
-        key = base64.b64decode(encoded, altchars=b"-_", validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise CursorError("invalid cursor: pass next_cursor from a previous page") from exc
-    if not key:
-        raise CursorError("invalid cursor: pass next_cursor from a previous page")
-    return key
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    """Which slice of a listing: ``limit`` rows after ``cursor`` (or after ``offset`` rows)."""
-
-    limit: int = 100
-    offset: int = 0
-    cursor: str | None = None
-
-
-def _page(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    columns: tuple[str, ...],
-    filters: str,
-    params: Mapping[str, Any],
-    page: PageRequest,
-) -> dict[str, Any]:
-    """One page of ``table`` in ``object_id`` order, with the cursor of the next page."""
-    if page.limit < 1:
-        raise ValueError("limit must be at least 1")
-    after = decode_cursor(page.cursor) if page.cursor is not None else None
-    count = con.execute(f"SELECT count(*) FROM {table} WHERE {filters}", dict(params)).fetchone()
-    rows = _rows(
-        con,
-        f"SELECT {', '.join(columns)} FROM {table} "
-        f"WHERE {filters} AND ($after IS NULL OR object_id > $after) "
-        "ORDER BY object_id LIMIT $limit OFFSET $offset",
-        {**params, "after": after, "limit": page.limit + 1, "offset": page.offset},
-    )
-    more = len(rows) > page.limit
-    items = rows[: page.limit]
-    return {
-        "items": items,
-        "total": int(count[0]) if count else 0,
-        "limit": page.limit,
-        "offset": page.offset,
-        "next_cursor": encode_cursor(items[-1]["object_id"]) if more else None,
-    }
-
-
-def objects_page(
-    con: duckdb.DuckDBPyConnection,
-    modality: str | None = None,
-    status: str | None = None,
-    since: datetime | None = None,
-    page: PageRequest = PageRequest(),
-) -> dict[str, Any]:
-    """Objects in ``object_id`` order; ``since`` keeps those whose row landed at or after it."""
-    return _page(
-        con,
-        "objects",
-        OBJECT_COLUMNS,
-        "($modality IS NULL OR modality = $modality) AND ($status IS NULL OR status = $status)"
-        " AND ($since IS NULL OR landed_at >= $since)",
-        {"modality": modality, "status": status, "since": since},
-        page,
-    )
-
-
-def quarantine_page(
-    con: duckdb.DuckDBPyConnection,
-    stage: str | None = None,
-    reason: str | None = None,
-    modality: str | None = None,
-    page: PageRequest = PageRequest(),
-) -> dict[str, Any]:
-    """Objects now in quarantine in ``object_id`` order; ``reason`` is a case-insensitive substring."""
-    return _page(
-        con,
-        "quarantine",
-        QUARANTINE_COLUMNS,
-        "($stage IS NULL OR stage = $stage)"
-        " AND ($reason IS NULL OR contains(lower(reason), lower($reason)))"
-        " AND ($modality IS NULL OR modality = $modality)",
-        {"stage": stage, "reason": reason, "modality": modality},
-        page,
-    )
-
-
 # --- samples ------------------------------------------------------------------------------------
 
 
@@ -380,7 +152,7 @@ def sample_detail(
     Raw embeddings (``embedding``, ``*_embedding``) are left out unless ``vectors``.
     """
     params = {"s": sample_id}
-    objects = _rows(
+    objects = rows(
         con,
         f"SELECT {', '.join(OBJECT_COLUMNS)} FROM objects WHERE sample_id = $s "
         "ORDER BY modality, uri, object_id",
@@ -399,14 +171,14 @@ def sample_detail(
         table = feature_table(modality)
         if table in TABLES:
             features[modality] = without_vectors(
-                _rows(
+                rows(
                     con,
                     f"SELECT * FROM {table} WHERE sample_id = $s ORDER BY uri, model_id",
                     params,
                 )
             )
-    fused = without_vectors(_rows(con, "SELECT * FROM fused WHERE sample_id = $s", params))
-    quarantine = _rows(
+    fused = without_vectors(rows(con, "SELECT * FROM fused WHERE sample_id = $s", params))
+    quarantine = rows(
         con,
         f"SELECT {', '.join(QUARANTINE_COLUMNS)} FROM quarantine WHERE sample_id = $s "
         "ORDER BY uri, object_id",
@@ -461,7 +233,7 @@ def similar_samples(
     dim = int(found[0])
     if indexed:  # the index holds this dimension: the sample's row is in it
         vectors = FUSED.vectors(dim)
-        return _rows(
+        return rows(
             con,
             f"""
             SELECT f.sample_id, array_cosine_similarity(f.embedding, q.embedding) AS score,
@@ -474,7 +246,7 @@ def similar_samples(
             """,
             {"s": sample_id, "k": k, "set": current},
         )
-    return _rows(
+    return rows(
         con,
         f"""
         SELECT f.sample_id,
@@ -498,7 +270,7 @@ def samples_near_text(
 ) -> list[dict[str, Any]]:
     """The ``k`` samples whose texts (embedded by ``model_id``) are nearest to ``vector``, best first.
 
-    As ``tasks.lake.query.search_text``: a sample scores its best text, whose preview comes along.
+    A sample scores its best text, whose preview comes along.
     """
     if k < 1:
         raise ValueError("k must be at least 1")
@@ -516,7 +288,7 @@ def samples_near_text(
         texts, fused, embedding = "text_features", "fused", f"t.embedding::FLOAT[{dim}]"
         of_dim = f"t.embedding_dim = {dim}"
     similarity = f"array_cosine_similarity({embedding}, $query::FLOAT[{dim}])"
-    return _rows(
+    return rows(
         con,
         f"""
         SELECT t.sample_id,
@@ -543,7 +315,7 @@ def lake_stats(con: duckdb.DuckDBPyConnection, runs: int = 10) -> dict[str, Any]
     A run's counts come from what it wrote (the tables' history), so an object a later
     run re-filed still counts for the run that first filed it.
     """
-    totals = _rows(
+    totals = rows(
         con,
         """
         SELECT (SELECT count(*) FROM objects) AS objects,
@@ -553,19 +325,19 @@ def lake_stats(con: duckdb.DuckDBPyConnection, runs: int = 10) -> dict[str, Any]
                (SELECT count(*) FROM fused) AS samples_fused
         """,
     )[0]
-    by_modality_status = _rows(
+    by_modality_status = rows(
         con,
         "SELECT modality, status, count(*) AS count FROM objects GROUP BY ALL ORDER BY ALL",
     )
-    by_day = _rows(
+    by_day = rows(
         con,
         "SELECT CAST(discovered_at AS DATE) AS day, modality, status, count(*) AS count "
         "FROM objects GROUP BY ALL ORDER BY ALL",
     )
-    quarantine_by_stage = _rows(
+    quarantine_by_stage = rows(
         con, "SELECT stage, count(*) AS count FROM quarantine GROUP BY ALL ORDER BY ALL"
     )
-    last_runs = _rows(
+    last_runs = rows(
         con,
         """
         WITH filed AS (
@@ -606,3 +378,23 @@ def lake_stats(con: duckdb.DuckDBPyConnection, runs: int = 10) -> dict[str, Any]
         "quarantine_by_stage": quarantine_by_stage,
         "runs": last_runs,
     }
+
+
+def search_text(
+    lake_path: str | Path, text: str, k: int = 5, model_id: str = DEFAULT_TEXT_MODEL
+) -> pl.DataFrame:
+    """`braid search`: the samples whose texts are nearest to ``text``, best first.
+
+    The query is embedded with ``model_id`` (the text model the lake's texts were
+    embedded with) and ranked by ``samples_near_text`` over the lake's views.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    from tasks.media.encoders import embed_texts
+
+    vector = embed_texts([text], model_id)[0]
+    with open_snapshot(lake_path) as con:
+        hits = samples_near_text(con, vector.tolist(), model_id, k)
+    schema = {"sample_id": pl.String(), "score": pl.Float64(), "text": pl.String(),
+              "modalities": pl.List(pl.String())}  # fmt: skip
+    return pl.DataFrame(hits, schema=schema)

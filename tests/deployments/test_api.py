@@ -30,7 +30,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tasks.lake.query import connect, search_text
+from tasks.lake.query import connect
+from tasks.serve.serving import search_text
 
 BRAID = [sys.executable, "-m", "deployments.cli"]
 TOKEN = "s3cret-token-for-tests"

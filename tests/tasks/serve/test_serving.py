@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tasks.lake.store import rows_frame, write_part
-from tasks.lake.tables import TABLES
 from tasks.serve import serving
-from tasks.serve.serving import CursorError, LakeReader, PageRequest
 
 
 @pytest.fixture
@@ -20,60 +14,6 @@ def con(tiny_lake: Path):
     connection = serving.open_snapshot(tiny_lake)
     yield connection
     connection.close()
-
-
-def test_objects_pages_by_cursor_and_by_offset_cover_every_object_once(con) -> None:
-    every = [r[0] for r in con.execute("SELECT object_id FROM objects ORDER BY 1").fetchall()]
-    assert len(every) == 9  # bad-decode once: its landed row replaced its quarantined one
-
-    seen, cursor = [], None
-    while True:
-        page = serving.objects_page(con, page=PageRequest(limit=4, cursor=cursor))
-        assert page["total"] == 9 and len(page["items"]) <= 4
-        seen += [item["object_id"] for item in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == every
-
-    by_offset = serving.objects_page(con, page=PageRequest(limit=3, offset=6))
-    assert [i["object_id"] for i in by_offset["items"]] == every[6:9]
-    assert by_offset["next_cursor"] is None
-    assert set(by_offset["items"][0]) == set(serving.OBJECT_COLUMNS)
-
-
-def test_objects_filter_by_modality_status_and_landing_time(con, tiny) -> None:
-    images = serving.objects_page(con, modality="image", status="landed")
-    assert [i["object_id"] for i in images["items"]] == ["bad-decode", "s0-image", "s1-image"]
-    quarantined = serving.objects_page(con, status="quarantined")
-    assert [i["object_id"] for i in quarantined["items"]] == ["bad-sniff"]
-    recent = serving.objects_page(con, since=tiny.T2 - timedelta(minutes=1))
-    assert {i["object_id"] for i in recent["items"]} == {"bad-decode", "s3-text"}
-    assert serving.objects_page(con, since=tiny.T2 + timedelta(seconds=1))["total"] == 0
-    assert serving.objects_page(con, modality="smell")["items"] == []
-
-
-def test_quarantine_filters_by_stage_and_reason_in_any_case(con) -> None:
-    everything = serving.quarantine_page(con)
-    assert [i["object_id"] for i in everything["items"]] == ["bad-sniff"]  # bad-decode re-landed
-    assert serving.quarantine_page(con, stage="sniff")["total"] == 1
-    assert serving.quarantine_page(con, stage="decode")["total"] == 0
-    assert serving.quarantine_page(con, reason="UNRECOGNISED")["total"] == 1
-    # The reason is matched as text: % and _ are not wildcards.
-    assert serving.quarantine_page(con, reason="%")["total"] == 0
-
-
-@pytest.mark.parametrize(
-    "cursor", ["", "abc", "k1.", "k1.!!!", "k1.gA==", serving.encode_cursor("x")[:-1] + "*"]
-)
-def test_cursors_not_handed_out_are_refused(con, cursor: str) -> None:
-    with pytest.raises(CursorError):
-        serving.objects_page(con, page=PageRequest(cursor=cursor))
-
-
-def test_a_cursor_round_trips_any_key() -> None:
-    for key in ["s0-image", "ü/ß 🙂", "a" * 64]:
-        assert serving.decode_cursor(serving.encode_cursor(key)) == key
 
 
 def test_sample_detail_leaves_vectors_out_unless_asked(con) -> None:
@@ -174,52 +114,3 @@ def test_stats_count_what_the_views_hold_and_what_each_run_filed(con, tiny) -> N
     assert runs[tiny.RUN_1]["samples_fused"] == 3 and runs[tiny.RUN_2]["samples_fused"] == 1
     assert runs[tiny.RUN_1]["started_at"] == tiny.T1 and runs[tiny.RUN_2]["finished_at"] == tiny.T2
     assert serving.lake_stats(con, runs=1)["runs"][0]["flow_run_id"] == tiny.RUN_2
-
-
-def test_reader_sees_new_parts_and_refuses_a_missing_lake(tmp_path: Path, tiny) -> None:
-    lake = tiny.make(tmp_path / "lake", costs=False)
-    reader = LakeReader(lake, check_every=0.0)
-    with reader.connection() as con:
-        assert serving.objects_page(con)["total"] == 9
-    extra = {
-        "object_id": "late", "uri": "/data/late.txt", "sample_id": "late", "modality": "text",
-        "media_type": "text/plain", "size_bytes": 3, "discovered_at": tiny.T2, "status": "landed",
-        "flow_run_id": "run-3", "landed_at": tiny.T2,
-    }  # fmt: skip
-    write_part(lake, "objects", rows_frame([extra], TABLES["objects"].schema), "run-3")
-    with reader.connection() as con:
-        assert serving.objects_page(con)["total"] == 10
-
-    # Only Parquet parts are read, never the catalog file the pipeline rewrites.
-    (lake / "braid.duckdb").write_bytes(b"not a database")
-    with reader.connection() as con:
-        assert serving.objects_page(con)["total"] == 10
-    held = {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if _link(fd)}
-    assert str((lake / "braid.duckdb").resolve()) not in held
-
-    shutil.rmtree(lake)
-    assert not reader.ready()
-    with pytest.raises(FileNotFoundError, match="no lake at"), reader.connection():
-        pass
-
-
-def _link(fd: str) -> bool:
-    try:
-        os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return False
-    return True
-
-
-def test_reader_checks_for_new_parts_at_most_every_interval(tmp_path: Path, tiny) -> None:
-    lake = tiny.make(tmp_path / "lake", costs=False)
-    reader = LakeReader(lake, check_every=3600)
-    with reader.connection() as con:
-        assert serving.objects_page(con)["total"] == 9
-    late = rows_frame([{"object_id": "late", "landed_at": tiny.T2}], TABLES["objects"].schema)
-    write_part(lake, "objects", late, "run-3")
-    with reader.connection() as con:  # the snapshot is reused within the interval
-        assert serving.objects_page(con)["total"] == 9
-    reader.check_every = 0.0
-    with reader.connection() as con:
-        assert serving.objects_page(con)["total"] == 10

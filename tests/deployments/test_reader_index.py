@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from deployments.reader import LakeReader
 from tasks.lake.store import rows_frame, write_part
 from tasks.lake.tables import TABLES
 from tasks.serve import serving, vectors
-from tasks.serve.serving import LakeReader
 
 MODALITY_FILTERS = (None, "image", "text", "audio", "video", "timeseries")
 TEXT_QUERIES = ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.3, 0.9], [1.0, 0.0])
