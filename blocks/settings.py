@@ -12,7 +12,8 @@ from typing import Any, cast
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+from blocks import defaults
+
 STANDARD_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
@@ -44,7 +45,7 @@ class BraidSettings(Block):
         description="Folder (or URL) where tables are landed (default: $BRAID_LAKE, else ./lake).",
     )
     text_model: str = Field(
-        default=DEFAULT_TEXT_MODEL,
+        default=defaults.DEFAULT_TEXT_MODEL,
         description="Text encoder: Hugging Face id or local path (default: all-MiniLM-L6-v2, bundled).",
     )
     image_model: str | None = Field(
@@ -83,25 +84,25 @@ class BraidSettings(Block):
         ),
     )
     max_object_bytes: int = Field(
-        default=512 * 1024 * 1024,
+        default=defaults.MAX_OBJECT_BYTES,
         ge=1,
         description="Objects larger than this are quarantined.",
     )
     max_image_pixels: int = Field(
-        default=64_000_000,
+        default=defaults.MAX_IMAGE_PIXELS,
         ge=1,
         description="Images with more pixels are quarantined.",
     )
     max_duration_s: float = Field(
-        default=600.0,
+        default=defaults.MAX_DURATION_S,
         gt=0,
         description="Audio and video longer than this are quarantined.",
     )
     frames_per_second: float = Field(
-        default=1.0, gt=0, description="Video frames sampled per second."
+        default=defaults.FRAMES_PER_SECOND, gt=0, description="Video frames sampled per second."
     )
     max_video_frames: int = Field(
-        default=32, ge=1, description="At most this many frames per video."
+        default=defaults.MAX_VIDEO_FRAMES, ge=1, description="At most this many frames per video."
     )
     inline_max_objects: int = Field(
         default_factory=lambda: int(os.environ.get("BRAID_INLINE_MAX_OBJECTS", "8")),
@@ -130,8 +131,8 @@ class BraidSettings(Block):
         ),
     )
     quality_policy: str = Field(
-        default="quarantine",
-        pattern="^(quarantine|fail|warn)$",
+        default=defaults.DEFAULT_QUALITY_POLICY,
+        pattern=f"^({'|'.join(defaults.QUALITY_POLICIES)})$",
         description="What a failed validation does: quarantine failing rows, fail the table, or warn.",
     )
     quality_policies: dict[str, str] = Field(

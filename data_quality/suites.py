@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from blocks import defaults
 from tasks.common import MODALITIES
 
-POLICIES = ("quarantine", "fail", "warn")
+POLICIES = defaults.QUALITY_POLICIES
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from blocks import defaults
 from deployments import local_api
 
-POLICIES = ("quarantine", "fail", "warn")
+POLICIES = defaults.QUALITY_POLICIES
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",

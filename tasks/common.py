@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from blocks import defaults
+
 MODALITIES = ("image", "text", "audio", "video", "timeseries")
 
 
@@ -48,20 +50,20 @@ def reason_for(exc: BaseException) -> str:
 class Limits:
     """Bounds that keep one object from taking a worker down."""
 
-    max_object_bytes: int = 512 * 1024 * 1024
-    max_image_pixels: int = 64_000_000
-    max_duration_s: float = 600.0
-    frames_per_second: float = 1.0
-    max_video_frames: int = 32
-    audio_sample_rate: int = 16_000
-    max_text_chars: int = 1_000_000
+    max_object_bytes: int = defaults.MAX_OBJECT_BYTES
+    max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
+    max_duration_s: float = defaults.MAX_DURATION_S
+    frames_per_second: float = defaults.FRAMES_PER_SECOND
+    max_video_frames: int = defaults.MAX_VIDEO_FRAMES
+    audio_sample_rate: int = defaults.AUDIO_SAMPLE_RATE
+    max_text_chars: int = defaults.MAX_TEXT_CHARS
 
 
 @dataclass(frozen=True)
 class Models:
     """Which encoder produces each modality's embedding; None means the handcrafted vector."""
 
-    text: str = "sentence-transformers/all-MiniLM-L6-v2"
+    text: str = defaults.DEFAULT_TEXT_MODEL
     image: str | None = None
     audio: str | None = None
 

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from blocks import defaults
 from tasks.common import l2_normalise, one_line
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_TEXT_MODEL = defaults.DEFAULT_TEXT_MODEL
 UNRESOLVED = "unresolved"  # the revision of a model id with no weights on this machine
 _DEFAULT_TEXT_ALIASES = frozenset({DEFAULT_TEXT_MODEL, "all-MiniLM-L6-v2"})
 # all-MiniLM-L6-v2 was trained on 128-token inputs and sentence-transformers caps it at 256.
