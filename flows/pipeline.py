@@ -181,18 +181,25 @@ def land_table(
 @task(name="plan-run")
 def plan_objects(
     lake_path: str, found: Discovery, model_set: ModelSet, run_id: str, redrive: bool
-) -> Plan:
-    """What this run must extract: the objects without rows under the wanted model keys."""
+) -> tuple[Plan, Fusion]:
+    """What this run must extract (the objects without rows under the wanted model keys),
+    and what it must fuse if it lands nothing."""
     with lake.connect(lake_path, TABLES) as con:
-        return planning.plan_run(found, con, model_set, run_id, redrive)
+        return planning.plan_run(found, con, model_set, run_id, redrive), _fusion(con, model_set)
 
 
 @task(name="plan-fusion")
-def plan_fusion(lake_path: str, model_set: ModelSet) -> tuple[dict[str, str], str | None]:
+def plan_fusion(lake_path: str, model_set: ModelSet) -> Fusion:
     """Samples to (re-)fuse, with their input fingerprints, and the lake's current model set."""
     with lake.connect(lake_path, TABLES) as con:
-        current, _ = lake.current_model_set(con)
-        return planning.samples_to_fuse(con, model_set), current
+        return _fusion(con, model_set)
+
+
+Fusion = tuple[dict[str, str], str | None]
+
+
+def _fusion(con: Any, model_set: ModelSet) -> Fusion:
+    return planning.samples_to_fuse(con, model_set), lake.current_model_set(con)[0]
 
 
 @task(name="fuse-samples")
@@ -442,7 +449,7 @@ def _process_locked(
 ) -> dict[str, Any]:
     models, limits = models_of(settings), limits_of(settings)
     model_set = resolve_model_set(models)
-    work = plan_objects(settings.lake, found, model_set, run_id, redrive)
+    work, fusion = plan_objects(settings.lake, found, model_set, run_id, redrive)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     land.land_members(settings.lake, work.members, run_id)
     for modality, n in land.land_rejections(settings.lake, work.rejected, run_id).items():
@@ -481,7 +488,9 @@ def _process_locked(
             crash_point(f"landed:{modality}")
     fused = 0
     fused_samples: dict[str, list[str]] = {}
-    fingerprints, current = plan_fusion(settings.lake, model_set)
+    if batches or not work.members.is_empty():  # the lake changed: plan fusion on what it holds now
+        fusion = plan_fusion(settings.lake, model_set)
+    fingerprints, current = fusion
     if fingerprints:
         prepare_in_background()
         with costs.measure("fuse", "fused"):

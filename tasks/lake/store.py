@@ -155,8 +155,8 @@ def create_views(
             " filename = true, file_row_number = true)"
         )
         con.execute(f"DROP TABLE IF EXISTS {table}")
-        named_rows = _with_contract_columns(con, named_rows, schema)
-        source = _with_contract_columns(con, source, schema)
+        nulls = _missing_columns(con, source, schema)
+        named_rows, source = (f"(SELECT *{nulls} FROM {s})" if nulls else s for s in (named_rows, source))
         if spec.current_set:
             latest = latest_rows(named_rows, spec.key)
             con.execute(f"CREATE OR REPLACE VIEW {table}_all AS {latest}")
@@ -176,19 +176,20 @@ def create_views(
     return created
 
 
-def _with_contract_columns(
+def _missing_columns(
     con: duckdb.DuckDBPyConnection, source: str, schema: Mapping[str, pl.DataType]
 ) -> str:
-    """``source`` with every contract column, NULL where its parts predate the column
-    (a lake written by an older Braid), so views and queries can name every column."""
+    """Select-list entries (``, NULL::T AS c``) for the contract columns ``source`` lacks
+    (parts written by an older Braid), so views and queries can name every column."""
     present = {row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     missing = {name: dtype for name, dtype in schema.items() if name not in present}
     if not missing:
-        return source
+        return ""
     empty = pl.DataFrame(schema=missing).to_arrow()  # noqa: F841 (scanned by name)
-    types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM empty)").fetchall())
-    nulls = ", ".join(f"NULL::{types[name]} AS {name}" for name in missing)
-    return f"(SELECT *, {nulls} FROM {source})"
+    types = dict(
+        con.execute("SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM empty)").fetchall()
+    )
+    return "".join(f", NULL::{types[name]} AS {name}" for name in missing)
 
 
 def current_model_set(con: duckdb.DuckDBPyConnection) -> tuple[str | None, dict[str, int]]:

@@ -348,3 +348,26 @@ def test_rows_frame_gives_exactly_the_contract(tmp_path: Path) -> None:
     assert frame.row(0, named=True)["size_bytes"] == 3
     assert frame.row(0, named=True)["status"] is None
     assert lake.rows_frame([], OBJECTS).schema == pl.Schema(OBJECTS)
+
+
+def test_parts_written_before_a_column_existed_read_it_as_null(tmp_path: Path) -> None:
+    # A lake from an older Braid: its quarantine and feature parts lack ``model_key``.
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    old_quarantine = pl.DataFrame(
+        {"object_id": ["a"], "stage": ["decode"], "reason": ["bad"], "landed_at": [now]}
+    )
+    write_part(tmp_path, "quarantine", old_quarantine, "old")
+    old_images = pl.DataFrame(
+        {"object_id": ["b"], "model_id": ["m"], "embedding": [[1.0, 0.0]], "embedding_dim": [2],
+         "landed_at": [now]}
+    )  # fmt: skip
+    write_part(tmp_path, "image_features", old_images, "old")
+    with duckdb.connect() as con:
+        create_views(con, tmp_path, TABLES)
+        assert con.execute("SELECT object_id, stage, model_key FROM quarantine").fetchall() == [
+            ("a", "decode", None)
+        ]
+        rows = con.execute(
+            "SELECT object_id, model_key, feature_version, embedding FROM image_features"
+        ).fetchall()
+        assert rows == [("b", None, None, (1.0, 0.0))]  # FLOAT[2]: one dimension
