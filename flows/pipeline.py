@@ -231,30 +231,10 @@ def announce_landing(
     for downstream deployments and automations to trigger on; returns how many were emitted."""
     from prefect.events import emit_event
 
-    lake_uri = str(Path(lake_path).resolve()) if "://" not in lake_path else lake_path
-    per_modality = {m: c.get("landed", 0) for m, c in counts.items()}
-    quarantined = sum(c.get("quarantined", 0) for c in counts.values())
-    emitted = 0
-    for modality, landed in per_modality.items():
-        if modality not in MODALITIES or not landed:
-            continue
-        table = feature_table(modality)
-        emit_event(
-            event="braid.batch.landed",
-            resource={"prefect.resource.id": f"braid.lake.{table}", "prefect.resource.name": table},
-            payload={"flow_run_id": run_id, "table": table, "landed": landed,
-                     "counts": per_modality, "quarantined": quarantined, "lake": lake_uri},
-        )  # fmt: skip
-        emitted += 1
-    for sample_id, modalities in samples.items():
-        emit_event(
-            event="braid.sample.landed",
-            resource={"prefect.resource.id": f"braid.sample.{sample_id}", "prefect.resource.name": sample_id},
-            payload={"flow_run_id": run_id, "sample_id": sample_id, "modalities": modalities,
-                     "lake": lake_uri},
-        )  # fmt: skip
-        emitted += 1
-    return emitted
+    events = land.landing_events(lake_path, run_id, counts, samples)
+    for event in events:
+        emit_event(**event)
+    return len(events)
 
 
 @task(name="build-quality-docs")

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from tasks.common import MODALITIES
 from tasks.ingest.extract import BatchResult, rejected_at_discovery, validation_rejects
 from tasks.ingest.plan import MODEL_DEPENDENT_STAGES, fused_quarantine_key
 from tasks.lake import store
@@ -124,3 +126,32 @@ def land_model_set(lake: str, model_set: ModelSet, current: str | None, run_id: 
     rows = [{**row, "flow_run_id": run_id, "landed_at": now} for row in model_set.rows()]
     store.write_part(lake, "model_sets", rows_frame(rows, MODEL_SETS), f"{run_id}-model-set")
     return True
+
+
+def landing_events(
+    lake: str, run_id: str, counts: dict[str, dict[str, int]], samples: dict[str, list[str]]
+) -> list[dict[str, Any]]:
+    """The downstream events of a run: ``braid.batch.landed`` per feature table that landed
+    rows, ``braid.sample.landed`` per fused sample (``event``, ``resource``, ``payload`` each)."""
+    lake_uri = str(Path(lake).resolve()) if "://" not in lake else lake
+    per_modality = {m: c.get("landed", 0) for m, c in counts.items()}
+    quarantined = sum(c.get("quarantined", 0) for c in counts.values())
+    events: list[dict[str, Any]] = []
+    for modality, landed in per_modality.items():
+        if modality not in MODALITIES or not landed:
+            continue
+        table = feature_table(modality)
+        events.append({
+            "event": "braid.batch.landed",
+            "resource": {"prefect.resource.id": f"braid.lake.{table}", "prefect.resource.name": table},
+            "payload": {"flow_run_id": run_id, "table": table, "landed": landed,
+                        "counts": per_modality, "quarantined": quarantined, "lake": lake_uri},
+        })  # fmt: skip
+    for sample_id, modalities in samples.items():
+        events.append({
+            "event": "braid.sample.landed",
+            "resource": {"prefect.resource.id": f"braid.sample.{sample_id}", "prefect.resource.name": sample_id},
+            "payload": {"flow_run_id": run_id, "sample_id": sample_id, "modalities": modalities,
+                        "lake": lake_uri},
+        })  # fmt: skip
+    return events
