@@ -176,3 +176,50 @@ def test_refusing_a_bomb_leaves_pillows_own_guard_on(sample_dir: Path) -> None:
     with pytest.raises(Rejected):
         image.analyze((sample_dir / "_bad" / "bomb.png").read_bytes(), Limits())
     assert Image.MAX_IMAGE_PIXELS == guard is not None
+
+
+def test_statistics_from_histograms_equal_the_pixels_own() -> None:
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+    picture = Image.fromarray(pixels)
+
+    row, vector = image.features(picture, {"width": 160, "height": 120})
+
+    flat = pixels.reshape(-1, 3).astype(np.float64)
+    for i, band in enumerate("rgb"):
+        assert row[f"mean_{band}"] == pytest.approx(flat[:, i].mean(), abs=1e-9)
+        assert row[f"std_{band}"] == pytest.approx(flat[:, i].std(), abs=1e-9)
+    histograms = [
+        np.histogram(pixels[..., i], bins=8, range=(0, 256))[0] / 19_200 for i in range(3)
+    ]
+    expected = np.concatenate(
+        [flat.mean(axis=0) / 255, flat.std(axis=0) / 255, *histograms,
+         [np.log1p(row["sharpness"]) / 10, np.log(160 / 120)]]
+    )  # fmt: skip
+    assert vector == pytest.approx(expected / np.linalg.norm(expected), abs=1e-6)
+    grey = np.asarray(picture.convert("L"), dtype=np.float64)
+    assert row["brightness"] == pytest.approx(grey.mean(), abs=1e-9)
+
+
+def test_a_jpeg_decoded_at_reduced_scale_measures_like_its_full_decode() -> None:
+    """A 640x480 JPEG decodes at half scale (draft) for its 256x192 thumbnail; its
+    features stay within the tolerance the README documents of the same pixels decoded
+    at full size (here: the same photo as PNG, which has no reduced decode)."""
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut()).resize((640, 480))
+    jpeg = encode(photo, "JPEG", quality=95)
+    full = encode(Image.open(io.BytesIO(jpeg)).convert("RGB"), "PNG")  # identical pixels
+
+    reduced, _ = image.decode(jpeg, Limits())
+    assert reduced.size == image.thumbnail_size((640, 480)) == (256, 192)
+    a = image.analyze(jpeg, Limits()).features
+    b = image.analyze(full, Limits()).features
+    for key in ("mean_r", "mean_g", "mean_b", "brightness"):
+        assert a[key] == pytest.approx(b[key], abs=0.5)
+    for key in ("std_r", "std_g", "std_b"):
+        assert a[key] == pytest.approx(b[key], abs=1.0)
+    assert a["sharpness"] == pytest.approx(b["sharpness"], rel=0.25)
+    import imagehash
+
+    assert imagehash.hex_to_hash(a["phash"]) - imagehash.hex_to_hash(b["phash"]) <= 6
