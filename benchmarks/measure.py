@@ -50,6 +50,8 @@ class Measured:
     output: str
     # CPU seconds per kind of process in the tree, as last sampled (a lower bound).
     cpu_by_process: dict[str, float] = field(default_factory=dict)
+    # The peak RSS of the largest single process in the tree, sampled likewise.
+    peak_process_rss_mb: float = 0.0
 
     def check(self) -> Measured:
         if self.returncode != 0:
@@ -83,12 +85,12 @@ def run_process(
         process = subprocess.Popen(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        peak = 0.0
+        peak = largest = 0.0
         cpu: dict[int, tuple[str, float]] = {}
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
+            nonlocal peak, largest
             with contextlib.suppress(psutil.Error):
                 root = psutil.Process(process.pid)
                 while not done.is_set():
@@ -96,7 +98,9 @@ def run_process(
                     with contextlib.suppress(psutil.Error):
                         for member in [root, *root.children(recursive=True)]:
                             with contextlib.suppress(psutil.Error):
-                                total += member.memory_info().rss
+                                rss = member.memory_info().rss
+                                total += rss
+                                largest = max(largest, rss / 2**20)
                                 times = member.cpu_times()
                                 kind = "main" if member is root else process_kind(member.cmdline())
                                 cpu[member.pid] = (kind, times.user + times.system)
@@ -126,6 +130,7 @@ def run_process(
         returncode=process.returncode,
         output=output,
         cpu_by_process=cpu_by_kind(cpu.values()),
+        peak_process_rss_mb=largest,
     )
 
 

@@ -126,6 +126,13 @@ def _gx_context() -> Any:
         return _context
 
 
+def prepare() -> None:
+    """Import Great Expectations and build its context now (once per process); a failure
+    here is left for the first validation to raise."""
+    with contextlib.suppress(Exception):
+        _gx_context()
+
+
 def prepare_in_background() -> threading.Thread:
     """Import Great Expectations and build its context in a thread, now.
 
@@ -133,10 +140,6 @@ def prepare_in_background() -> threading.Thread:
     starts it before extracting, while its own thread mostly waits on workers. A failure
     here is left for that first validation to raise.
     """
-
-    def prepare() -> None:
-        with contextlib.suppress(Exception):
-            _gx_context()
 
     thread = threading.Thread(target=prepare, name="braid-prepare-gx", daemon=True)
     thread.start()

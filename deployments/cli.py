@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from blocks import defaults
@@ -295,13 +297,75 @@ def cmd_run(args: argparse.Namespace) -> None:
         source = source_root(args.source)
     except OSError as exc:
         raise CommandError(str(exc)) from exc
-    api = local_api.start_early()  # boots while the pipeline imports
+    started = time.perf_counter()
+    api = local_api.start_early()  # boots while this process checks, imports and warms up
     _check_models(args)
+    ahead = _pending(args, source)
+    if ahead is not None and ahead.nothing:
+        if api is not None:
+            api.stop()
+        print_summary(_nothing_to_do(args, ahead, time.perf_counter() - started))
+        return
     from flows.pipeline import pipeline
 
+    if api is not None and ahead is not None:
+        _warm_up(args, ahead)
     with local_api.serving(api):
         summary = pipeline(source=source, lake_path=args.lake, **_processing_parameters(args))
     print_summary(summary)
+
+
+def _pending(args: argparse.Namespace, source: str) -> Any:
+    """What a run would write (``tasks.ingest.plan.pending``), found before Prefect starts;
+    None where only the run can tell (settings from a block, a remote source or lake)."""
+    lake = args.lake or os.environ.get("BRAID_LAKE", "lake")
+    if args.settings or "://" in source or "://" in lake or args.fan_out == "deployments":
+        return None
+    from tasks.common import Limits
+    from tasks.ingest.discover import discover
+    from tasks.ingest.plan import pending
+    from tasks.lake.lock import is_locked
+    from tasks.media.identity import resolve_model_set
+
+    if is_locked(lake):  # another run is writing: this one waits for it and plans after
+        return None
+    found = discover(source, set(), Limits())
+    return pending(found, lake, resolve_model_set(_models(args)))
+
+
+def _models(args: argparse.Namespace) -> Any:
+    from tasks.common import Models
+
+    default = Models()
+    return Models(
+        text=args.text_model or default.text,
+        image=args.image_model or default.image,
+        audio=args.audio_model or default.audio,
+    )
+
+
+def _warm_up(args: argparse.Namespace, ahead: Any) -> None:
+    """Load what the run will need while Prefect's temporary API boots in its own process:
+    the models of the modalities it extracts, and Great Expectations. The run then finds
+    them loaded (once per process) instead of waiting for them."""
+    from data_quality.validate import prepare
+    from tasks.media import registry
+
+    registry.warm(sorted(ahead.extract), _models(args))
+    prepare()
+
+
+def _nothing_to_do(args: argparse.Namespace, ahead: Any, seconds: float) -> dict[str, Any]:
+    """The summary of a run that found nothing to do, and so started no flow run."""
+    print("nothing new or stale: the lake already holds every row this source makes")
+    lake = args.lake or os.environ.get("BRAID_LAKE", "lake")
+    catalog = Path(lake) / "braid.duckdb"
+    return {
+        "flow_run_id": None, "lake": lake, "catalog": str(catalog), "quality_docs": None,
+        "new": 0, "known": ahead.known, "duplicates": ahead.duplicates, "model_set": None,
+        "modalities": {}, "validations": {}, "samples_fused": 0, "costs": {},
+        "seconds": round(seconds, 2),
+    }  # fmt: skip
 
 
 def cmd_redrive(args: argparse.Namespace) -> None:

@@ -13,15 +13,17 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import polars as pl
 from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from blocks.settings import BraidSettings, RunOptions, resolve_settings
 from data_quality.validate import (
@@ -43,8 +45,10 @@ from tasks.ingest.extract import (
     apply_each,
     chunks,
     extract_batch,
+    extract_plan,
     failed_batch,
     plan_batches,
+    usable_cores,
 )
 from tasks.ingest.plan import Plan
 from tasks.lake import store as lake
@@ -59,6 +63,17 @@ if TYPE_CHECKING:
     pass
 
 QUALITY_DOCS = "_quality/docs"
+
+
+T = TypeVar("T")
+
+
+def unwalked(value: T) -> T:
+    """A large task argument Prefect passes as it is (``quote``): otherwise it walks every
+    item, looking for futures, once to resolve the argument and once to record the task's
+    inputs (seconds for thousands of object references). Typed as the value it wraps, which
+    is what the task receives."""
+    return cast(T, quote(value))
 
 
 class QualityGateFailed(RuntimeError):
@@ -146,12 +161,27 @@ def extract_features(
         return extract_batch(modality, refs, models, limits, flow_run_id, mapper=mapper)
 
 
-@task(name="extract-features-in-flow", tags=["braid-extract"])
-def extract_features_in_flow(
-    modality: str, refs: list[ObjectRef], models: Models, limits: Limits, flow_run_id: str
-) -> BatchResult:
-    """Decode, measure and embed one batch of a small run in the flow's own process."""
-    return extract_batch(modality, refs, models, limits, flow_run_id)
+@task(name="extract-in-process", tags=["braid-extract"], cache_policy=NO_CACHE)
+def extract_in_process(
+    batches: list[tuple[str, list[ObjectRef]]], models: Models, limits: Limits, flow_run_id: str
+) -> dict[str, list[BatchResult]]:
+    """Every batch on threads of the flow's own process, sharing one copy of each model."""
+    logger = get_run_logger()
+    threads = usable_cores()
+    logger.info("extracting %d batches on %d threads of this process", len(batches), threads)
+    done = [0]
+
+    def progress(result: BatchResult) -> None:
+        done[0] += 1
+        logger.info(
+            "batch %d/%d (%s): %d extracted, %d quarantined",
+            done[0], len(batches), result.modality, result.landed, result.quarantined,
+        )  # fmt: skip
+
+    results: dict[str, list[BatchResult]] = defaultdict(list)
+    for result in extract_plan(batches, models, limits, flow_run_id, threads, progress):
+        results[result.modality].append(result)
+    return dict(results)
 
 
 @task(name="validate-table")
@@ -247,6 +277,12 @@ def build_quality_docs(lake_path: str) -> str:
 def refresh_catalog(lake_path: str) -> str:
     """Rewrite the DuckDB catalog so every table's view sees the new parts."""
     return str(lake.write_catalog(lake_path, TABLES))
+
+
+def uses_dask_cluster(settings: BraidSettings) -> bool:
+    """A local-fan-out run extracts on a Dask cluster when one is named (``dask_address``)
+    or sized (``dask_workers``); otherwise on threads of its own process."""
+    return bool(settings.dask_address or settings.dask_workers)
 
 
 def dask_runner(address: str | None, workers: int | None) -> TaskRunner[Any]:
@@ -429,7 +465,7 @@ def _process_locked(
 ) -> dict[str, Any]:
     models, limits = models_of(settings), limits_of(settings)
     model_set = resolve_model_set(models)
-    work, fusion = plan_objects(settings.lake, found, model_set, run_id, redrive)
+    work, fusion = plan_objects(settings.lake, unwalked(found), model_set, run_id, redrive)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     land.land_members(settings.lake, work.members, run_id)
     for modality, n in land.land_rejections(settings.lake, work.rejected, run_id).items():
@@ -438,22 +474,21 @@ def _process_locked(
     validations: list[Validation] = []
     params = quality_params(settings, model_set)
     if batches:
-        prepare_in_background()  # Great Expectations loads while the batches extract
-        if len(work.extract) <= settings.inline_max_objects:
-            # A few objects: a Dask cluster or a child run would take longer to start.
-            futures = [
-                extract_features_in_flow.submit(modality, refs, models, limits, run_id)
-                for modality, refs in batches
-            ]
-            extracted = gather_batches(futures, ", in the flow's process")
-        elif settings.fan_out == "deployments":
+        small = len(work.extract) <= settings.inline_max_objects
+        if not small and (settings.fan_out == "deployments" or uses_dask_cluster(settings)):
+            # Great Expectations loads while this process only waits on the batches. (Not
+            # beside threads of its own: an import holds the GIL they decode under.)
+            prepare_in_background()
+        if settings.fan_out == "deployments" and not small:
             extracted = fan_out_to_deployments(batches, settings, run_id)
-        else:
+        elif uses_dask_cluster(settings) and not small:
             runner = dask_runner(settings.dask_address, settings.dask_workers)
             staging = staging_dir(settings.lake, run_id)
             extracted = extract_modalities.with_options(task_runner=runner)(
                 lake.stage_plan(staging, "local", batches), models, limits, run_id
             )
+        else:  # threads of this process: no cluster or child run to start, one model copy
+            extracted = extract_in_process(unwalked(batches), models, limits, run_id)
         crash_point("extracted")
         for modality, results in sorted(extracted.items()):
             table = feature_table(modality)
@@ -474,7 +509,7 @@ def _process_locked(
     if fingerprints:
         prepare_in_background()
         with costs.measure("fuse", "fused"):
-            rows = fuse_samples(settings.lake, fingerprints, model_set, run_id)
+            rows = fuse_samples(settings.lake, unwalked(fingerprints), model_set, run_id)
         with costs.measure("validate", "fused"):
             validation = validate_rows("fused", rows, params, settings.policy_for("fused"))
         validations.append(validation)
@@ -488,7 +523,8 @@ def _process_locked(
     wrote = bool(batches or work.rejected or fingerprints or not work.members.is_empty())
     if wrote:  # a run that finds nothing to do writes nothing
         lake.write_part(settings.lake, "costs", costs.frame(), f"{run_id}-run")
-    announce_landing(settings.lake, run_id, {m: dict(c) for m, c in counts.items()}, fused_samples)
+    tallies = {m: dict(c) for m, c in counts.items()}
+    announce_landing(settings.lake, run_id, tallies, unwalked(fused_samples))
     docs = build_quality_docs(settings.lake) if validations else None
     catalog = refresh_catalog(settings.lake)
     crash_point("catalog")

@@ -8,6 +8,9 @@ with its stage and reason; it never fails the batch.
 
 from __future__ import annotations
 
+import heapq
+import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -123,6 +126,13 @@ def extract_batch(
 ) -> BatchResult:
     """Analyse, embed and tabulate one batch; ``mapper`` spreads the per-object work (Dask)."""
     analysed: list[Analysed] = list(mapper(partial(analyze_object, limits=limits), refs))
+    return finish_batch(modality, analysed, models, limits, flow_run_id)
+
+
+def finish_batch(
+    modality: str, analysed: list[Analysed], models: Models, limits: Limits, flow_run_id: str
+) -> BatchResult:
+    """Embed a batch's analyses in one model call and build its feature, quarantine and objects rows."""
     good = [(a.ref, a.result) for a in analysed if isinstance(a.result, Analysis)]
     failed = [(a.ref, a.result) for a in analysed if isinstance(a.result, Rejected)]
     cpu, wall = time.process_time(), time.perf_counter()
@@ -271,6 +281,171 @@ def failed_batch(
             [_object_row(r, "quarantined", flow_run_id, now) for r in refs], OBJECTS
         ),
     )
+
+
+def extract_plan(
+    batches: list[tuple[str, list[ObjectRef]]],
+    models: Models,
+    limits: Limits,
+    flow_run_id: str,
+    threads: int,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> list[BatchResult]:
+    """Every batch of a plan on ``threads`` threads of this process, one result per batch in order.
+
+    Decoders and models release the GIL (Pillow, numpy, PyAV, torch), so threads share one
+    copy of the imports and of each model where worker processes would each load their own.
+    Each batch's objects are analysed a few per task (``chunks``), and the batch is
+    embedded in one model call as soon as its last chunk is done. Tasks run by priority:
+    a batch's embedding before any later batch's analysis, and earlier batches first,
+    so batches finish in turn and only a few are held in memory at once; the plan's
+    modalities are interleaved, so the cores decode one modality while they embed
+    another. The models are loaded first (once per process). ``on_batch`` is called in
+    the calling thread with each batch's result as it finishes (progress). torch runs one
+    thread per call here, so concurrent model calls do not fight for the same cores.
+    """
+    from tasks.media.encoders import set_torch_threads
+
+    set_torch_threads(1 if threads > 1 else None)
+    batches = interleave(batches)
+    # Before the threads start: imports and model loads are Python work that holds the
+    # GIL, and beside busy decoding threads they would take several times as long.
+    registry.warm(sorted({modality for modality, _ in batches}), models)
+    analyse = partial(analyze_object, limits=limits)
+    finished: queue.Queue[int | BaseException] = queue.Queue()
+    pool = PriorityPool(threads, on_error=finished.put)
+    results: list[BatchResult | None] = [None] * len(batches)
+    for index, (modality, refs) in enumerate(batches):
+        batch = _Batch(index, modality, chunks(refs, threads))
+
+        def finish(batch: _Batch) -> None:
+            results[batch.index] = finish_batch(
+                batch.modality, batch.analysed(), models, limits, flow_run_id
+            )
+            finished.put(batch.index)
+
+        def analyse_part(batch: _Batch, part: int) -> None:
+            if batch.done(part, apply_each(batch.parts[part], analyse)):  # its last part
+                pool.submit((batch.index, 0), finish, batch)
+
+        for part in range(len(batch.parts)):
+            pool.submit((batch.index, 1), analyse_part, batch, part)
+    # Progress is reported from this thread, whose context (a Prefect run's, say) the
+    # pool's threads do not have.
+    for _ in batches:
+        ready = finished.get()
+        if isinstance(ready, BaseException):
+            break
+        if on_batch is not None:
+            on_batch(results[ready])  # type: ignore[arg-type]
+    pool.wait()
+    return [r for r in results if r is not None]
+
+
+class _Batch:
+    """One batch of ``extract_plan``: its parts (chunks of objects) and their analyses."""
+
+    def __init__(self, index: int, modality: str, parts: list[list[ObjectRef]]) -> None:
+        self.index, self.modality, self.parts = index, modality, parts
+        self._analysed: list[list[Analysed] | None] = [None] * len(parts)
+        self._remaining = len(parts)
+        self._lock = threading.Lock()
+
+    def done(self, part: int, analysed: list[Analysed]) -> bool:
+        """Record a part's analyses; True for the call that completed the batch."""
+        with self._lock:
+            self._analysed[part] = analysed
+            self._remaining -= 1
+            return self._remaining == 0
+
+    def analysed(self) -> list[Analysed]:
+        return [a for part in self._analysed if part for a in part]
+
+
+class PriorityPool:
+    """Threads that run submitted calls lowest priority first; ``wait`` joins them and
+    re-raises the first error a call raised (an object's own failures never raise: they
+    come back as rejections)."""
+
+    def __init__(
+        self, threads: int, on_error: Callable[[BaseException], None] = lambda _: None
+    ) -> None:
+        self._on_error = on_error
+        self._heap: list[tuple[Any, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._count = 0
+        self._error: BaseException | None = None
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"braid-extract-{i}")
+            for i in range(max(1, threads))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, priority: Any, function: Callable[..., None], *args: Any) -> None:
+        with self._cond:
+            self._count += 1
+            self._pending += 1
+            call: Callable[[], None] = partial(function, *args)
+            heapq.heappush(self._heap, (priority, self._count, call))
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap and (self._pending or not self._closed):
+                    self._cond.wait()
+                if not self._heap:  # closed, and every call done
+                    return
+                _, _, call = heapq.heappop(self._heap)
+            try:
+                call()
+            except BaseException as exc:
+                with self._cond:
+                    self._error = self._error or exc
+                self._on_error(exc)
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Run everything submitted (calls may submit more), then stop the threads."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def interleave(batches: list[tuple[str, list[ObjectRef]]]) -> list[tuple[str, list[ObjectRef]]]:
+    """The batches round-robin by modality (image, text, image, text, ...), each in order."""
+    by_modality: dict[str, list[tuple[str, list[ObjectRef]]]] = defaultdict(list)
+    for batch in batches:
+        by_modality[batch[0]].append(batch)
+    queues = list(by_modality.values())
+    return [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues
+            if i < len(q)]  # fmt: skip
+
+
+def _finish_parts(
+    modality: str, parts: list[list[Analysed]], models: Models, limits: Limits, run_id: str
+) -> BatchResult:
+    return finish_batch(modality, [a for part in parts for a in part], models, limits, run_id)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:

@@ -54,15 +54,21 @@ def fuse_samples(
     now = datetime.now(UTC)
     slot_dims = model_set.dims
     lineage = ";".join(f"{s.modality}={s.model_id}" for s in model_set.slots)
+    # Grouped in Python over plain lists: a frame filter per sample and modality costs
+    # a query each, and a run fuses thousands of samples.
+    by_sample: dict[str, dict[str, list[list[float]]]] = {}
+    objects: dict[str, list[str]] = {}
+    columns = (embeddings[c].to_list() for c in ("sample_id", "modality", "object_id", "embedding"))
+    for sample_id, modality, object_id, vector in zip(*columns, strict=True):
+        by_sample.setdefault(sample_id, {}).setdefault(modality, []).append(vector)
+        objects.setdefault(sample_id, []).append(object_id)
     rows = []
-    for (sample_id,), group in embeddings.group_by("sample_id", maintain_order=True):
-        slots: dict[str, np.ndarray | None] = {}
-        for modality in MODALITIES:
-            vectors = group.filter(pl.col("modality") == modality)["embedding"].to_list()
-            if vectors:
-                slots[modality] = l2_normalise(np.mean(np.asarray(vectors, np.float32), axis=0))
-            else:
-                slots[modality] = None
+    for sample_id, vectors in by_sample.items():
+        slots: dict[str, np.ndarray | None] = {
+            m: l2_normalise(np.mean(np.asarray(vectors[m], np.float32), axis=0))
+            if vectors.get(m) else None
+            for m in MODALITIES
+        }  # fmt: skip
         present = [m for m in MODALITIES if slots[m] is not None]
         if not present:
             continue
@@ -81,8 +87,8 @@ def fuse_samples(
                     f"{m}_embedding": (slots[m].tolist() if slots[m] is not None else None)  # type: ignore[union-attr]
                     for m in MODALITIES
                 },
-                "object_ids": sorted(group["object_id"].to_list()),
-                "n_objects": group.height,
+                "object_ids": sorted(objects[sample_id]),
+                "n_objects": len(objects[sample_id]),
                 "model_id": lineage,
                 "model_set": model_set.key,
                 "input_fingerprint": fingerprints[sample_id],

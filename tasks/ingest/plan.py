@@ -10,8 +10,10 @@ recomputes exactly the rows it changes.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -153,3 +155,56 @@ def samples_to_fuse(con: duckdb.DuckDBPyConnection, model_set: ModelSet) -> dict
         [*params, model_set.key, model_set.key],
     ).fetchall()
     return dict(rows)
+
+
+@dataclass
+class Pending:
+    """What a run over a source would do to a lake, found without writing anything."""
+
+    extract: dict[str, int] = field(default_factory=dict)  # objects per modality
+    rejected: int = 0  # refusals to file
+    members: int = 0  # memberships to record
+    fuse: int = 0  # samples to (re-)fuse
+    known: int = 0  # objects the lake already holds
+    duplicates: int = 0  # copies of bytes found under another name in the source
+    reasons: list[str] = field(default_factory=list)  # other writes due (catalog, model set)
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.extract or self.rejected or self.members or self.fuse or self.reasons)
+
+
+def pending(found: Discovery, lake: str, model_set: ModelSet) -> Pending:
+    """What a run over ``found`` would write to ``lake`` under ``model_set``: the same
+    planning a run does (``plan_run``, ``samples_to_fuse``), read-only.
+
+    Besides rows, a run writes when the lake has no catalog yet or one older than a
+    part (a run that crashed before refreshing it), when its current model set is not
+    the wanted one, and when a crashed run left staging behind: each is a reason.
+    """
+    from tasks.lake import store
+    from tasks.lake.lock import STAGING
+    from tasks.lake.tables import TABLES
+
+    root = Path(lake)
+    result = Pending()
+    catalog = root / store.CATALOG_FILE
+    if not catalog.is_file():
+        result.reasons.append("the lake has no catalog yet")
+    else:
+        built = catalog.stat().st_mtime_ns
+        if any(p.stat().st_mtime_ns > built for t in TABLES for p in store.parts(root, t)):
+            result.reasons.append("the catalog is older than a table's parts")
+    staging = root / STAGING
+    if staging.is_dir() and any(staging.iterdir()):
+        result.reasons.append("a crashed run left staging behind")
+    with store.connect(root, TABLES) as con:
+        plan = plan_run(found, con, model_set, "pending")
+        result.fuse = len(samples_to_fuse(con, model_set))
+        current = store.current_model_set(con)[0]
+    result.extract = dict(Counter(ref.modality for ref in plan.extract))
+    result.rejected, result.members = len(plan.rejected), plan.members.height
+    result.known, result.duplicates = plan.done, found.duplicates
+    if current != model_set.key:
+        result.reasons.append("the lake's current model set is another")
+    return result

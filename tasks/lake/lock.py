@@ -89,6 +89,20 @@ def lake_lock(
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def is_locked(lake: str | Path) -> bool:
+    """Whether a live run holds the lake's writer lock now (a crashed run's lock is free)."""
+    path = Path(lake) / LOCK_FILE
+    if not path.is_file():
+        return False
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def _write(handle: Any, holder: dict[str, Any]) -> None:
     handle.seek(0)
     handle.truncate()

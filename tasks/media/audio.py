@@ -149,6 +149,12 @@ def _checked(wave: Waveform, limits: Limits) -> Waveform:
     return wave
 
 
+def warm() -> None:
+    """Import librosa's feature code now: its numba kernels load (or compile, on a fresh
+    machine) at import, seconds once per process."""
+    import librosa.feature  # noqa: F401
+
+
 def to_mono(wave: Waveform, rate: int) -> np.ndarray:
     """Average the channels and resample: the form features and models take."""
     import librosa

@@ -14,9 +14,10 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,14 +47,41 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Encoder:
-    """A loaded model in eval mode and the preprocessor that feeds it."""
+    """A loaded model in eval mode and the preprocessor that feeds it.
+
+    Threads share one encoder: the model is read-only in inference, but a fast tokenizer
+    sets its own padding and truncation state on every call, which Hugging Face does not
+    promise is safe across threads, so preprocessing holds ``lock`` (microseconds of a
+    batch's milliseconds).
+    """
 
     model: Any
     preprocessor: Any
+    lock: Any = field(default_factory=threading.Lock, compare=False)
 
 
 _encoders: dict[tuple[str, str], Encoder] = {}
 _encoders_lock = threading.Lock()
+_torch_threads: int | None = None
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Size torch's intra-op pool for this process's model calls (None: the environment's
+    ``BRAID_TORCH_THREADS``, else torch's own default); applied now if torch is loaded,
+    else when the first model loads."""
+    global _torch_threads
+    _torch_threads = threads
+    if "torch" in sys.modules:
+        _apply_torch_threads()
+
+
+def _apply_torch_threads() -> None:
+    threads = _torch_threads or int(os.environ.get("BRAID_TORCH_THREADS") or 0)
+    if threads:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def resolve_model(model_id: str) -> str:
@@ -72,11 +100,7 @@ def load_encoder(model_id: str, kind: str) -> Encoder:
     with _encoders_lock:
         encoder = _encoders.get((model_id, kind))
         if encoder is None:
-            threads = os.environ.get("BRAID_TORCH_THREADS")
-            if threads:
-                import torch
-
-                torch.set_num_threads(int(threads))
+            _apply_torch_threads()
             preprocessor = _from_pretrained(_PREPROCESSORS[kind], model_id, kind)
             model = _from_pretrained("AutoModel", model_id, kind).eval()
             encoder = _encoders[(model_id, kind)] = Encoder(model, preprocessor)
@@ -96,9 +120,11 @@ def embed_texts(
     )
 
     def encode(batch: Sequence[str]) -> torch.Tensor:
-        inputs = tokenizer(
-            list(batch), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
+        with encoder.lock:
+            inputs = tokenizer(
+                list(batch), padding=True, truncation=True, max_length=max_length,
+                return_tensors="pt",
+            )  # fmt: skip
         return _masked_mean(model(**inputs).last_hidden_state, inputs["attention_mask"])
 
     return _embed_batches(texts, batch_size, encode, _output_dim(model.config, "text"))
@@ -111,9 +137,10 @@ def embed_images(images: list[np.ndarray], model_id: str, batch_size: int = 32) 
 
     def encode(batch: Sequence[np.ndarray]) -> torch.Tensor:
         # Said explicitly: an image 1 or 3 pixels tall would otherwise be read as channels-first.
-        pixels = processor(
-            images=list(batch), input_data_format="channels_last", return_tensors="pt"
-        )["pixel_values"]
+        with encoder.lock:
+            pixels = processor(
+                images=list(batch), input_data_format="channels_last", return_tensors="pt"
+            )["pixel_values"]
         if hasattr(model, "get_image_features"):  # CLIP, SigLIP: the joint embedding space
             features = model.get_image_features(pixel_values=pixels)
             # transformers 5 returns an output object whose pooler_output holds the projection.
@@ -139,13 +166,14 @@ def embed_audio(
     to_frame_mask = getattr(model, "_get_feature_vector_attention_mask", None)
 
     def encode(batch: Sequence[np.ndarray]) -> torch.Tensor:
-        inputs = extractor(
-            [np.asarray(wave, dtype=np.float32) for wave in batch],
-            sampling_rate=sampling_rate,
-            padding=True,
-            return_attention_mask=True,
-            return_tensors="pt",
-        )
+        with encoder.lock:
+            inputs = extractor(
+                [np.asarray(wave, dtype=np.float32) for wave in batch],
+                sampling_rate=sampling_rate,
+                padding=True,
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
         sample_mask = inputs.pop("attention_mask", None)
         if model_takes_mask and sample_mask is not None:
             inputs["attention_mask"] = sample_mask

@@ -10,6 +10,7 @@ configured model and its kind) and ``embed_batch`` (a batch of analyses to colum
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import polars as pl
@@ -58,3 +59,37 @@ def model_id(name: str, models: Models) -> str:
     """The id recorded as lineage for a modality's ``embedding`` column."""
     module = modality(name)
     return module.encoder(models)[0] or module.HANDCRAFTED_MODEL
+
+
+def models_for(modalities: Iterable[str], models: Models) -> list[tuple[str, str]]:
+    """The (model id, kind) pairs a run over these modalities loads, each once."""
+    wanted = []
+    for name in modalities:
+        model, kind = modality(name).encoder(models)
+        if model is not None and (model, kind) not in wanted:
+            wanted.append((model, kind))
+        track = (models.audio, "audio")  # a clip's audio track goes through the audio model
+        if name == "video" and models.audio is not None and track not in wanted:
+            wanted.append((models.audio, "audio"))
+    return wanted
+
+
+def warm(modalities: Iterable[str], models: Models) -> None:
+    """Load the models these modalities embed with into this process's cache, now.
+
+    A model costs seconds to load and milliseconds per batch to run, so loading it while
+    other work goes on takes seconds off the run; a modality module's ``warm`` (where it
+    has one) does the same for its slow imports. A model that fails to load is left to
+    fail again where it is used, where the failure quarantines the objects with its reason.
+    """
+    from tasks.media.encoders import load_encoder
+
+    for name in modalities:
+        warm_imports = getattr(modality(name), "warm", None)  # a module's slow imports
+        if warm_imports is not None:
+            warm_imports()
+    for model, kind in models_for(modalities, models):
+        try:
+            load_encoder(model, kind)
+        except Exception:  # reported by the embed step that needs it
+            continue

@@ -105,6 +105,13 @@ def sample_frames(data: bytes, limits: Limits) -> list[Image.Image]:
     return frames
 
 
+def warm() -> None:
+    """Import PyAV and the audio track's feature code now (seconds, once per process)."""
+    import av  # noqa: F401
+
+    audio.warm()
+
+
 def decode_audio_track(data: bytes, limits: Limits) -> audio.Waveform | None:
     """The first audio track as a waveform, or None when the video is silent."""
     import av

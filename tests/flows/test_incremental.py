@@ -3,6 +3,7 @@ every stage boundary, shared bytes, two runs on one lake, staging left by crashe
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -152,3 +153,56 @@ def test_staging_left_by_a_crashed_run_is_removed(source: Path, tmp_path: Path) 
     (left / "local.plan.refs.parquet").write_bytes(b"half a file")
     run(source, lake)
     assert list((lake / "_staging").iterdir()) == []
+
+
+def test_pending_finds_every_write_a_run_would_make(
+    source: Path, clean_lake: Path, tmp_path: Path, tiny_image_model: str
+) -> None:
+    """`braid run` asks ``pending`` before starting Prefect, and starts no flow run when it
+    finds nothing: so it must see each thing a run would write, crash repairs included."""
+    from tasks.common import Limits
+    from tasks.ingest.discover import discover
+    from tasks.ingest.plan import pending
+
+    lake = tmp_path / "lake"
+    shutil.copytree(clean_lake, lake)
+    wanted = resolve_model_set(Models())
+    found = discover(str(source), set(), Limits())
+
+    assert pending(found, str(lake), wanted).nothing
+    assert pending(found, str(lake), wanted).known == 11
+
+    fresh = pending(found, str(tmp_path / "no-lake"), wanted)
+    assert fresh.extract == {m: 2 for m in ("audio", "image", "text", "timeseries", "video")}
+    assert fresh.rejected == 1 and fresh.fuse == 0 and "no catalog" in fresh.reasons[0]
+
+    other = pending(found, str(lake), resolve_model_set(Models(image=tiny_image_model)))
+    assert other.extract == {"image": 2, "video": 2}  # video frames go through the image model
+    assert other.reasons == ["the lake's current model set is another"]
+
+    (source_copy := tmp_path / "source").mkdir()
+    shutil.copytree(source, source_copy, dirs_exist_ok=True)
+    (source_copy / "sample-0000" / "note.txt").write_text("one more caption", encoding="utf-8")
+    more = pending(discover(str(source_copy), set(), Limits()), str(lake), wanted)
+    assert more.extract == {"text": 1} and not more.reasons
+
+    part = next((lake / "fused").glob("*.parquet"))  # a run that crashed before the catalog
+    stamp = (lake / store.CATALOG_FILE).stat().st_mtime_ns + 1_000_000_000
+    os.utime(part, ns=(stamp, stamp))
+    assert pending(found, str(lake), wanted).reasons == [
+        "the catalog is older than a table's parts"
+    ]
+    (lake / store.CATALOG_FILE).touch()
+    (lake / "_staging" / "crashed-run").mkdir(parents=True)
+    assert pending(found, str(lake), wanted).reasons == ["a crashed run left staging behind"]
+
+
+def test_braid_run_with_nothing_to_do_starts_no_flow_run(source: Path, clean_lake: Path) -> None:
+    again = subprocess.run(
+        [sys.executable, "-m", "deployments.cli", "run", str(source), "--lake", str(clean_lake)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing new or stale" in again.stdout
+    assert "0 new objects, 11 already in the lake" in again.stdout
+    assert "Beginning flow run" not in again.stderr + again.stdout

@@ -189,7 +189,7 @@ def test_a_small_run_extracts_in_its_own_process_and_lands_the_same_rows(
             tasks = {t.name.rsplit("-", 1)[0] for t in client.read_task_runs(flow_run_filter=own)}
         # Five objects under 8: no Dask subflow, the batches are the run's own tasks.
         assert len(children) == (0 if label == "inline" else 1), label
-        assert ("extract-features-in-flow" in tasks) == (label == "inline"), tasks
+        assert ("extract-in-process" in tasks) == (label == "inline"), tasks
         with duckdb.connect(str(lake / CATALOG_FILE), read_only=True) as con:
             rows[label] = con.execute(
                 "SELECT object_id, modality, status FROM objects ORDER BY object_id"

@@ -13,11 +13,15 @@ from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected
 from tasks.ingest.discover import discover
 from tasks.ingest.extract import (
     BatchResult,
+    PriorityPool,
     apply_each,
     chunks,
     embed_batch,
     extract_batch,
+    extract_plan,
     failed_batch,
+    interleave,
+    plan_batches,
 )
 from tasks.lake.tables import OBJECTS, QUARANTINE, TABLES, feature_table
 from tasks.media import audio, image, text, timeseries, video
@@ -283,3 +287,59 @@ def test_a_chunked_mapper_gives_the_same_rows_as_map(refs: dict[str, list[Object
     columns = [c for c in plain.features.columns if c != "landed_at"]
     assert mapped.features.select(columns).equals(plain.features.select(columns))
     assert mapped.quarantine["object_id"].to_list() == plain.quarantine["object_id"].to_list()
+
+
+def test_threads_extract_the_same_rows_as_one_batch_at_a_time(
+    refs: dict[str, list[ObjectRef]],
+) -> None:
+    """extract_plan (threads of this process) against extract_batch with the builtin map:
+    the same rows, batch by batch, in the plan's interleaved order; progress is reported
+    in the calling thread, once per batch."""
+    import threading
+
+    batches = plan_batches([r for group in refs.values() for r in group], batch_size=5)
+    caller, seen = threading.get_ident(), []
+
+    def progress(result: BatchResult) -> None:
+        seen.append((result.modality, threading.get_ident() == caller))
+
+    threaded = extract_plan(batches, HANDCRAFTED, Limits(), RUN, threads=3, on_batch=progress)
+
+    order = interleave(batches)
+    assert [r.modality for r in threaded] == [m for m, _ in order]
+    assert sorted(seen) == sorted((m, True) for m, _ in order)
+    for (modality, batch), result in zip(order, threaded, strict=True):
+        plain = extract_batch(modality, batch, HANDCRAFTED, Limits(), RUN)
+        columns = [c for c in plain.features.columns if c != "landed_at"]
+        assert result.features.select(columns).equals(plain.features.select(columns)), modality
+        assert result.quarantine["reason"].to_list() == plain.quarantine["reason"].to_list()
+        assert_no_row_lost(result, batch)
+
+
+def test_interleave_alternates_modalities_and_keeps_each_ones_order() -> None:
+    a = [("image", [i]) for i in range(3)]
+    b = [("text", [i]) for i in range(1)]
+    assert interleave([*a, *b]) == [a[0], b[0], a[1], a[2]]  # type: ignore[list-item]
+    assert interleave([]) == []
+
+
+def test_the_pool_runs_by_priority_and_reraises_an_error() -> None:
+    import threading
+
+    order: list[int] = []
+    gate = threading.Event()
+    pool = PriorityPool(1)
+    pool.submit((0,), gate.wait)  # holds the one thread while the rest queue up
+    for priority in (5, 1, 3):
+        pool.submit((priority,), order.append, priority)
+    gate.set()
+    pool.wait()
+    assert order == [1, 3, 5]
+
+    errors: list[BaseException] = []
+    failing = PriorityPool(2, on_error=errors.append)
+    failing.submit((0,), lambda: 1 / 0)
+    failing.submit((1,), order.append, 9)  # the others still run
+    with pytest.raises(ZeroDivisionError):
+        failing.wait()
+    assert order[-1] == 9 and isinstance(errors[0], ZeroDivisionError)

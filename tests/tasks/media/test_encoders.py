@@ -160,3 +160,23 @@ def test_models_load_once_per_process(tiny_image_model: str) -> None:
     first = load_encoder(tiny_image_model, "image")
     assert load_encoder(tiny_image_model, "image") is first
     assert not first.model.training
+
+
+def test_threads_share_one_text_encoder_safely() -> None:
+    """Threads call one loaded model at once (braid run's extraction), with torch on one
+    thread per call: every thread gets exactly what its call alone would give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.media.encoders import set_torch_threads
+
+    groups = [[f"sentence {g}-{i} about item {i * g}" * (1 + i % 3) for i in range(24)]
+              for g in range(6)]  # fmt: skip
+    alone = [embed_texts(texts, batch_size=8) for texts in groups]
+    set_torch_threads(1)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            together = list(pool.map(lambda texts: embed_texts(texts, batch_size=8), groups))
+    finally:
+        set_torch_threads(None)
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
