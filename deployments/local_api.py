@@ -5,7 +5,8 @@ With no ``PREFECT_API_URL``, Prefect starts a temporary server (SQLite under
 pipeline and the server's own modules, and waits seconds for it to boot. Started here
 first, the same server boots in its own process while this one imports, and the
 flow's first call finds it up. It runs exactly as Prefect runs its own (the same app
-factory and settings) and stops when the command exits.
+factory and settings) and stops when the run is done, once the run's queued logs and
+events are sent.
 """
 
 from __future__ import annotations
@@ -103,8 +104,23 @@ def serving(api: TemporaryApi | None) -> Iterator[None]:
         yield
         return
     api.wait_ready()
-    with temporary_settings(updates={PREFECT_API_URL: api.url}):
-        yield
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api.url}):
+            yield
+            _flush_to(api)
+    finally:
+        api.stop()
+
+
+def _flush_to(api: TemporaryApi) -> None:
+    """Send the logs and events still queued while the server is up. Left to exit, they
+    would go after the server had stopped: lost, and the log handler's flush at exit
+    waiting 5 s for them."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=10)
 
 
 def _free_port() -> int:

@@ -238,8 +238,7 @@ def fuse_samples(
 ) -> pl.DataFrame:
     """Fuse the samples whose fused rows are missing or stale, from all their members' embeddings."""
     with lake.connect(lake_path, TABLES) as con:
-        embeddings = fuse.load_sample_embeddings(con, sorted(fingerprints), model_set)
-    return fuse.fuse_samples(embeddings, model_set, fingerprints, run_id)
+        return fuse.fuse_from_lake(con, fingerprints, model_set, run_id)
 
 
 def checked_rows(validation: Validation, run_id: str) -> land.Checked:

@@ -22,7 +22,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.common import Analysis, Limits, Models, ObjectRef, Rejected, l2_normalise, reason_for
+from tasks.common import (
+    Analysis,
+    Limits,
+    Models,
+    ObjectRef,
+    Rejected,
+    l2_normalise,
+    reason_for,
+    release_memory,
+)
 from tasks.lake.storage import read_bytes
 from tasks.lake.store import rows_frame
 from tasks.lake.tables import COSTS, OBJECTS, QUARANTINE, TABLES, feature_table
@@ -112,10 +121,6 @@ def embed_batch(
     return results
 
 
-def _as_list(vector: np.ndarray | None) -> list[float] | None:
-    return None if vector is None else np.asarray(vector, dtype=np.float32).tolist()
-
-
 def extract_batch(
     modality: str,
     refs: list[ObjectRef],
@@ -152,6 +157,7 @@ def finish_batch(
         for ref, _ in good
     ]  # fmt: skip
     feature_rows, object_rows, quarantine_rows = [], [], []
+    vectors: list[np.ndarray] = []
     for (ref, analysis), columns in zip(good, embedded, strict=True):
         if isinstance(columns, Rejected):
             failed.append((ref, columns))
@@ -165,7 +171,7 @@ def finish_batch(
             "media_type": ref.media_type,
             "size_bytes": ref.size,
             **analysis.features,
-            "embedding": _as_list(vector),
+            "embedding": None,  # set from ``vectors`` below, as one array
             "embedding_dim": int(vector.shape[0]),
             "model_id": model_id,
             "flow_run_id": flow_run_id,
@@ -173,17 +179,33 @@ def finish_batch(
             **columns,  # a modality's other model-made columns (video: its audio track's)
         }
         feature_rows.append(row)
+        vectors.append(np.asarray(vector, dtype=np.float32))
         object_rows.append(_object_row(ref, "landed", flow_run_id, now))
     for ref, rejection in failed:
         quarantine_rows.append(quarantine_row(ref, rejection, flow_run_id, now))
         object_rows.append(_object_row(ref, "quarantined", flow_run_id, now))
     return BatchResult(
         modality=modality,
-        features=rows_frame(feature_rows, TABLES[feature_table(modality)].schema),
+        features=_with_embeddings(
+            rows_frame(feature_rows, TABLES[feature_table(modality)].schema), vectors
+        ),
         quarantine=rows_frame(quarantine_rows, QUARANTINE),
         objects=rows_frame(object_rows, OBJECTS),
         costs=rows_frame(cost_rows, COSTS),
     )
+
+
+def _with_embeddings(frame: pl.DataFrame, vectors: list[np.ndarray]) -> pl.DataFrame:
+    """The frame with its ``embedding`` column built from the rows' vectors in one array:
+    millions of Python floats for a large batch cost more than the work that made them."""
+    if not vectors:
+        return frame
+    dims = {v.shape[0] for v in vectors}
+    if len(dims) == 1:
+        column = pl.Series("embedding", np.stack(vectors)).cast(pl.List(pl.Float32()))
+    else:  # lengths differ (a model's failure): kept as they are, for validation to catch
+        column = pl.Series("embedding", [v.tolist() for v in vectors], pl.List(pl.Float32()))
+    return frame.with_columns(column)
 
 
 def _object_row(ref: ObjectRef, status: str, flow_run_id: str, now: datetime) -> dict[str, Any]:
@@ -339,6 +361,7 @@ def extract_plan(
         if on_batch is not None:
             on_batch(results[ready])  # type: ignore[arg-type]
     pool.wait()
+    release_memory()  # the decoders' buffers and the models' activations
     return [r for r in results if r is not None]
 
 

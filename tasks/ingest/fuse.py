@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from tasks.common import MODALITIES, l2_normalise
+from tasks.common import MODALITIES, l2_normalise, release_memory
 from tasks.ingest.plan import member_rows_sql
 from tasks.lake.store import rows_frame
 from tasks.lake.tables import FUSED
@@ -37,6 +37,33 @@ def load_sample_embeddings(
         "WHERE list_contains(?, sample_id) ORDER BY sample_id, modality, object_id"
     )
     return con.sql(query, params=[*params, sample_ids]).pl()
+
+
+# Samples fused per step: their embeddings pass through Python lists (rows of floats),
+# which cost tens of times their size; a step bounds that to tens of megabytes.
+FUSE_STEP = 500
+
+
+def fuse_from_lake(
+    con: duckdb.DuckDBPyConnection,
+    fingerprints: dict[str, str],
+    model_set: ModelSet,
+    flow_run_id: str,
+    step: int = FUSE_STEP,
+) -> pl.DataFrame:
+    """Fuse the samples of ``fingerprints`` from the lake's embeddings, ``step`` at a time."""
+    samples = sorted(fingerprints)
+    frames = [
+        fuse_samples(
+            load_sample_embeddings(con, samples[start : start + step], model_set),
+            model_set,
+            fingerprints,
+            flow_run_id,
+        )
+        for start in range(0, len(samples), step)
+    ]
+    release_memory()  # the steps' Python lists
+    return pl.concat(frames) if frames else rows_frame([], FUSED)
 
 
 def fuse_samples(

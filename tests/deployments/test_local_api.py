@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -26,8 +27,9 @@ SCRIPT = textwrap.dedent(
     from prefect import flow, get_client
     from prefect.runtime import flow_run
 
-    @flow(name="braid-local-api-check")
+    @flow(name="braid-local-api-check", log_prints=True)
     def check() -> str:
+        print("the flow's last words")
         return str(flow_run.id)
 
     with local_api.serving(api):
@@ -36,7 +38,7 @@ SCRIPT = textwrap.dedent(
             state = client.read_flow_run(run_id).state
             used = str(client.api_url).rstrip("/")
     print(json.dumps({"started": api.url, "used": used, "completed": state.is_completed(),
-                      "serving_after": api.process.poll() is None}))
+                      "serving_after": api.process.poll() is None, "run_id": run_id}))
     """
 )
 
@@ -51,8 +53,17 @@ def test_a_flow_reports_to_the_server_started_before_the_imports(tmp_path: Path)
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["used"] == seen["started"]  # not a server of Prefect's own
     assert seen["completed"]
-    assert seen["serving_after"]  # it serves until the command exits
+    # Stopped as the block ends, once the queued logs are sent: the last line the flow
+    # logged is in the server's database (left to exit, it went after the server stopped).
+    assert not seen["serving_after"]
     assert "Starting temporary server" not in result.stderr
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        logged = [m for (m,) in db.execute(
+            "SELECT message FROM log WHERE flow_run_id = ?", [seen["run_id"].replace("-", "")]
+        )] + [m for (m,) in db.execute(
+            "SELECT message FROM log WHERE flow_run_id = ?", [seen["run_id"]]
+        )]  # fmt: skip
+    assert "the flow's last words" in logged, logged
 
 
 def test_a_configured_server_is_used_instead(monkeypatch) -> None:

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from tasks.common import MODALITIES
-from tasks.ingest.fuse import fuse_samples, load_sample_embeddings
+from tasks.ingest.fuse import fuse_from_lake, fuse_samples, load_sample_embeddings
 from tasks.lake import store as lake
 from tasks.lake.tables import FUSED, MEMBERS, TABLES, feature_table
 from tasks.media.identity import ModelSet, SlotModel
@@ -161,6 +161,10 @@ def test_embeddings_are_loaded_through_members_under_the_sets_model_keys(tmp_pat
     with duckdb.connect() as con:
         lake.create_views(con, tmp_path, TABLES)
         loaded = load_sample_embeddings(con, ["s1", "s2"], MODEL_SET)
+        prints = {"s1": "a", "s2": "b", "s3": "c"}
+        # In steps of one sample (what bounds a large run's memory): the same rows.
+        stepped = fuse_from_lake(con, prints, MODEL_SET, "run-2", step=1)
+        whole = fuse_from_lake(con, prints, MODEL_SET, "run-2", step=100)
 
     assert loaded.select("sample_id", "modality", "object_id").rows() == [
         ("s1", "image", "i1"),
@@ -170,3 +174,10 @@ def test_embeddings_are_loaded_through_members_under_the_sets_model_keys(tmp_pat
     ]
     fused = fuse_samples(loaded, MODEL_SET, {"s1": "a", "s2": "b"}, "run-2")
     assert fused["modalities"].to_list() == [["image", "text"], ["text"]]
+    assert stepped.drop("landed_at").equals(whole.drop("landed_at"))
+    assert stepped["sample_id"].to_list() == ["s1", "s2", "s3"]
+    assert (
+        stepped.filter(pl.col("sample_id") != "s3")
+        .drop("landed_at", "input_fingerprint")
+        .equals(fused.drop("landed_at", "input_fingerprint"))
+    )
