@@ -474,9 +474,10 @@ def _process_locked(
     params = quality_params(settings, model_set)
     if batches:
         small = len(work.extract) <= settings.inline_max_objects
-        if not small and (settings.fan_out == "deployments" or uses_dask_cluster(settings)):
-            # Great Expectations loads while this process only waits on the batches. (Not
-            # beside threads of its own: an import holds the GIL they decode under.)
+        if small or settings.fan_out == "deployments" or uses_dask_cluster(settings):
+            # Great Expectations loads while this process only waits on the batches, or
+            # has a few objects to extract. (Not beside a large extraction on its own
+            # threads: an import holds the GIL they decode under.)
             prepare_in_background()
         if settings.fan_out == "deployments" and not small:
             extracted = fan_out_to_deployments(batches, settings, run_id)
