@@ -59,7 +59,7 @@ format: venv ## apply the formatter and safe lint fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: venv ## measure the performance targets (about 10 min): benchmarks/results/<date>.json, BENCHMARKS.md
+bench: venv ## measure the performance targets (about 25 min): benchmarks/results/<date>.json, BENCHMARKS.md
 	$(BIN)/python -m benchmarks --scale full --markdown BENCHMARKS.md
 
 bench-quick: venv ## a small `make bench` (under 3 min; 100k rows for f, no braid up for g); prints the table
