@@ -196,11 +196,20 @@ def why_a(f: dict[str, Any], results: dict[str, Any]) -> str:
             if by_process
             else ""
         )
-        + "): each Dask worker imports the decoders and loads the text model again, the "
-        "main process runs the Dask scheduler and Prefect's engine, and every task run's "
-        "state changes and logs go through the API server, all on the same two cores. The "
-        "main process's own profile below mostly waits on those workers."
+        + ")."
     )
+    if "dask workers" in by_process:
+        text += (
+            " Each Dask worker imports the decoders and loads the text model again, and the "
+            "main process runs the Dask scheduler and Prefect's engine, on the same two cores."
+        )
+    else:
+        text += (
+            " The run extracts on threads of its own process, so the gap is what a run pays "
+            "beside the loop's work: Prefect's temporary API server, the imports of Prefect "
+            "and Great Expectations, and the threads' share of decoders that hold the GIL "
+            "(audio features and video demuxing more than images); see the profile."
+        )
     return text
 
 
