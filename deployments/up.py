@@ -65,6 +65,12 @@ class Stack:
             # again in 2 s, not 30.
             "PREFECT_WORKER_PREFETCH_SECONDS": "0",
             "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+            # The server's SQLite answers 503 when a write meets another ("database is
+            # locked"); under load (eight processes on two cores) five retries, about a
+            # minute of back-off, were not always enough for a run to record its tasks.
+            # Seven retries back off for about four minutes, and the server logs each one.
+            "PREFECT_CLIENT_MAX_RETRIES": "7",
+            "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
             "BRAID_LAKE": str(self.lake),
             "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step runs flows from the project root
         }
