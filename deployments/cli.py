@@ -298,7 +298,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     except OSError as exc:
         raise CommandError(str(exc)) from exc
     started = time.perf_counter()
-    api = local_api.start_early()  # boots while this process checks, imports and warms up
+    # A lake without a catalog certainly has work, so the temporary API boots at once,
+    # while this process checks, imports and warms up. Over an existing lake the check
+    # comes first: a re-run with nothing to do then never boots a server (about 7 CPU s).
+    api = None if _has_catalog(args) else local_api.start_early()
     _check_models(args)
     ahead = _pending(args, source)
     if ahead is not None and ahead.nothing:
@@ -306,6 +309,8 @@ def cmd_run(args: argparse.Namespace) -> None:
             api.stop()
         print_summary(_nothing_to_do(args, ahead, time.perf_counter() - started))
         return
+    if api is None:
+        api = local_api.start_early()
     from flows.pipeline import pipeline
 
     if api is not None and ahead is not None:
@@ -331,6 +336,13 @@ def _pending(args: argparse.Namespace, source: str) -> Any:
         return None
     found = discover(source, set(), Limits())
     return pending(found, lake, resolve_model_set(_models(args)))
+
+
+def _has_catalog(args: argparse.Namespace) -> bool:
+    from tasks.lake.store import CATALOG_FILE
+
+    lake = args.lake or os.environ.get("BRAID_LAKE", "lake")
+    return "://" not in lake and (Path(lake) / CATALOG_FILE).is_file()
 
 
 def _models(args: argparse.Namespace) -> Any:

@@ -206,3 +206,19 @@ def test_braid_run_with_nothing_to_do_starts_no_flow_run(source: Path, clean_lak
     assert "nothing new or stale" in again.stdout
     assert "0 new objects, 11 already in the lake" in again.stdout
     assert "Beginning flow run" not in again.stderr + again.stdout
+
+
+def test_a_rerun_with_nothing_to_do_boots_no_api_server(
+    source: Path, clean_lake: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Over a lake with a catalog the check comes first, so a no-op re-run never pays for
+    booting Prefect's temporary API (the server process costs about 7 CPU s)."""
+    from deployments import cli, local_api
+
+    def refuse() -> None:
+        raise AssertionError("a temporary API server was started for a run with nothing to do")
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # else no temporary API is wanted
+    monkeypatch.setattr(local_api, "TemporaryApi", refuse)
+    assert cli.main(["run", str(source), "--lake", str(clean_lake)]) == 0
+    assert "nothing new or stale" in capsys.readouterr().out
