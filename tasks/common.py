@@ -5,6 +5,7 @@ Nothing here imports Prefect, so the processing functions can be tested and benc
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,3 +123,34 @@ def release_memory() -> None:
         ctypes.CDLL(name).malloc_trim(0)
     except (OSError, AttributeError):  # musl, macOS: no malloc_trim
         return
+
+
+# Byte-order marks and the encodings they declare; UTF-32 LE's mark begins with UTF-16 LE's.
+TEXT_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def text_encoding(head: bytes) -> tuple[str, int]:
+    """The encoding text declares with a byte-order mark (as Windows tools write UTF-16),
+    and the mark's length; UTF-8 and 0 without one."""
+    for bom, encoding in TEXT_BOMS:
+        if head.startswith(bom):
+            return encoding, len(bom)
+    return "utf-8", 0
+
+
+def decode_text(data: bytes) -> str:
+    """Text in the encoding its byte-order mark declares, else strict UTF-8, without the
+    mark; raises UnicodeDecodeError with offsets into ``data``."""
+    encoding, start = text_encoding(data)
+    try:
+        return data[start:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise UnicodeDecodeError(
+            exc.encoding, data, exc.start + start, exc.end + start, exc.reason
+        ) from None

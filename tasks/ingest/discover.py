@@ -18,8 +18,8 @@ from typing import Any
 
 import filetype
 
-from tasks.common import Limits, ObjectRef, Rejected, reason_for
-from tasks.lake.storage import iter_files, open_binary, source_root
+from tasks.common import Limits, ObjectRef, Rejected, reason_for, text_encoding
+from tasks.lake.storage import iter_files, local_path, open_binary, printable_name, source_root
 from tasks.media.timeseries import TIMESTAMP_COLUMNS
 
 HEAD_BYTES = 8192
@@ -78,7 +78,8 @@ def sniff_modality(head: bytes, name: str) -> tuple[str, str]:
     else:
         expected = f" (extension {suffix} suggests {hint})" if hint else ""
         raise Rejected(
-            "sniff", f"unrecognised content: no known media signature and not UTF-8 text{expected}"
+            "sniff",
+            f"unrecognised content: no known media signature and not UTF-8 (or BOM-marked UTF-16/32) text{expected}",
         )
     if hint is not None and not _compatible(hint, modality):
         raise Rejected(
@@ -103,20 +104,21 @@ def _compatible(hint: str, modality: str) -> bool:
 
 
 def _looks_like_text(head: bytes) -> bool:
-    """UTF-8 without NUL bytes; a multi-byte character cut at the end of the head is fine."""
-    if b"\x00" in head:
-        return False
-    decoder = codecs.getincrementaldecoder("utf-8")()
+    """UTF-8, or UTF-16/32 behind a byte-order mark, with no NUL characters; a character cut
+    at the end of the head is fine."""
+    encoding, start = text_encoding(head)
+    decoder = codecs.getincrementaldecoder(encoding)()
     try:
-        decoder.decode(head, final=False)
+        text = decoder.decode(head[start:], final=False)
     except UnicodeDecodeError:
         return False
-    return True
+    return "\x00" not in text
 
 
 def _text_modality(head: bytes, suffix: str) -> tuple[str, str]:
     """Tell a timed sensor log (CSV with a timestamp column) from plain text."""
-    first_line = head.decode("utf-8", errors="ignore").lstrip("\ufeff").splitlines()[:1]
+    encoding, start = text_encoding(head)
+    first_line = head[start:].decode(encoding, errors="ignore").splitlines()[:1]
     if first_line and "," in first_line[0]:
         header = next(csv.reader(io.StringIO(first_line[0])), [])
         if any(column.strip().lower() in TIMESTAMP_COLUMNS for column in header):
@@ -133,10 +135,11 @@ def _text_modality(head: bytes, suffix: str) -> tuple[str, str]:
 
 
 def sample_id_for(uri: str, root: str) -> str:
-    """The sample an object belongs to: its parent folder relative to the root, else its stem."""
-    relative = PurePosixPath(uri).relative_to(PurePosixPath(root))
+    """The sample an object belongs to: its parent folder relative to the root, else its stem
+    (bytes of a local name that are not UTF-8 shown as ``\\xNN``)."""
+    relative = PurePosixPath(local_path(uri)).relative_to(PurePosixPath(root))
     parent = relative.parent
-    return str(parent) if str(parent) != "." else relative.stem
+    return printable_name(str(parent) if str(parent) != "." else relative.stem)
 
 
 def hash_and_head(uri: str) -> tuple[str, bytes, int]:
@@ -157,9 +160,24 @@ def discover(source: str, known: set[str], limits: Limits) -> Discovery:
     """List a source and sort each object into new, known (skipped) or rejected."""
     found = Discovery()
     root = source_root(source)
-    for uri, listed_size in iter_files(root):
-        inspect_object(found, uri, listed_size, sample_id_for(uri, root), known, limits)
+    for uri, listed_size, refused in iter_files(root):
+        sample_id = sample_id_for(uri, root)
+        if refused is None:
+            inspect_object(found, uri, listed_size, sample_id, known, limits)
+        elif _uri_id(uri, listed_size) not in known:
+            found.rejected.append(
+                {"uri": uri, "sample_id": sample_id, "discovered_at": datetime.now(UTC),
+                 "object_id": _uri_id(uri, listed_size), "modality": _hint(uri),
+                 "media_type": None, "size_bytes": listed_size, "stage": "discover",
+                 "reason": refused}
+            )  # fmt: skip
+        else:
+            found.known += 1
     return found
+
+
+def _hint(uri: str) -> str:
+    return EXTENSION_HINTS.get(PurePosixPath(uri).suffix.lower(), "unknown")
 
 
 def inspect_object(
@@ -169,7 +187,7 @@ def inspect_object(
 
     Returns the id it was filed under as new or rejected; None when known or a duplicate.
     """
-    hint = EXTENSION_HINTS.get(PurePosixPath(uri).suffix.lower(), "unknown")
+    hint = _hint(uri)
     base = {"uri": uri, "sample_id": sample_id, "discovered_at": datetime.now(UTC)}
     if _uri_id(uri, listed_size) in known:
         found.known += 1

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import fsspec
 
@@ -77,24 +79,98 @@ def is_listed(name: str) -> bool:
     return not name.startswith(".") and not name.lower().endswith(PARTIAL_SUFFIXES)
 
 
-def iter_files(root: str) -> Iterator[tuple[str, int]]:
-    """Yield (uri, size) for every object under a root, in a stable order."""
+class Listed(NamedTuple):
+    """One name under a source: an object to read, or, with ``refused``, why it is not read."""
+
+    uri: str
+    size: int
+    refused: str | None = None
+
+
+def iter_files(root: str) -> Iterator[Listed]:
+    """Every object under a root, in a stable order, with the names that are not read.
+
+    In a local folder only regular files inside the source are read: a symbolic link is
+    followed only when it resolves inside the source, and a FIFO, device or socket (which
+    would block a reader or never end) is listed as refused, as is a link to a folder
+    (never entered). Names that are not valid UTF-8 get a ``file://`` URI (``local_uri``).
+    """
     if is_s3(root):
-        yield from _iter_s3(root)
+        yield from (Listed(uri, size) for uri, size in _iter_s3(root))
         return
     if "://" not in root:
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files):
-                if is_listed(name):
-                    path = os.path.join(folder, name)
-                    yield path, os.path.getsize(path)
+        yield from _iter_local(root)
         return
     fs, base = fsspec.core.url_to_fs(root)
     protocol = root.split("://", 1)[0]
     for path, info in sorted(fs.find(base, detail=True).items()):
         if is_listed(path.rsplit("/", 1)[-1]) and info.get("type") != "directory":
-            yield f"{protocol}://{path}", int(info.get("size") or 0)
+            yield Listed(f"{protocol}://{path}", int(info.get("size") or 0))
+
+
+def _iter_local(root: str) -> Iterator[Listed]:
+    real_root = os.path.realpath(root)
+    for folder, dirs, files in os.walk(root):  # followlinks=False: linked folders not entered
+        linked = sorted(d for d in dirs if os.path.islink(os.path.join(folder, d)))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
+        entries = [(name, False) for name in files] + [(name, True) for name in linked]
+        for name, is_folder_link in sorted(entries):
+            if not is_listed(name):
+                continue
+            path = os.path.join(folder, name)
+            if is_folder_link:
+                yield Listed(local_uri(path), 0, "a symbolic link to a folder: not followed")
+            else:
+                yield _local_entry(path, real_root)
+
+
+def _local_entry(path: str, real_root: str) -> Listed:
+    uri = local_uri(path)
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            target = os.path.realpath(path)
+            if os.path.commonpath([real_root, target]) != real_root:
+                return Listed(uri, 0, "a symbolic link to a path outside the source")
+            info = os.stat(path)
+    except OSError as exc:
+        return Listed(uri, 0, f"unreadable: {exc.strerror or exc}")
+    if not stat.S_ISREG(info.st_mode):
+        return Listed(uri, 0, f"not a regular file: {_file_kind(info.st_mode)}")
+    return Listed(uri, info.st_size)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}  # fmt: skip
+    return next((kind for test, kind in kinds.items() if test(mode)), "a special file")
+
+
+def local_uri(path: str) -> str:
+    """The URI of a local file: its path, or, where the name holds bytes that are not UTF-8
+    (which no Parquet column, log or JSON can carry), ``file://`` and the percent-encoded
+    bytes of the path, which ``local_path`` turns back into the same name."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file://" + urllib.parse.quote(os.fsencode(path))
+    return path
+
+
+def local_path(uri: str) -> str:
+    """The path a local URI (``local_uri``) names."""
+    if uri.startswith("file://"):
+        return os.fsdecode(urllib.parse.unquote_to_bytes(uri[len("file://") :]))
+    return uri
+
+
+def printable_name(name: str) -> str:
+    """A name that holds undecodable bytes (surrogate escapes) with each shown as ``\\xNN``."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", errors="backslashreplace")
+    return name
 
 
 def open_binary(uri: str) -> IO[bytes]:
@@ -102,9 +178,24 @@ def open_binary(uri: str) -> IO[bytes]:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         return io.BufferedReader(_S3Reader(bucket, key, uri), READ_BUFFER_BYTES)
-    if "://" not in uri:
-        return open(uri, "rb")
+    if "://" not in uri or uri.startswith("file://"):
+        return _open_regular(local_path(uri))
     return fsspec.open(uri, "rb").open()
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    """Open a local file only if it is a regular file. Non-blocking, so a FIFO swapped in
+    after listing cannot block the open, and checked on the open descriptor, so no name
+    swapped in between is read instead."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"not a regular file: {_file_kind(info.st_mode)}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def read_bytes(uri: str) -> bytes:
@@ -119,8 +210,8 @@ def object_size(uri: str) -> int:
         bucket, key = split_s3(uri)
         with _s3_errors(uri):
             return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
-    if "://" not in uri:
-        return os.path.getsize(uri)
+    if "://" not in uri or uri.startswith("file://"):
+        return os.path.getsize(local_path(uri))
     fs, path = fsspec.core.url_to_fs(uri)
     return int(fs.size(path))
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.common import Analysis, Limits, Models, Rejected
+from tasks.common import Analysis, Limits, Models, Rejected, decode_text
 
 PREVIEW_CHARS = 200
 HANDCRAFTED_MODEL = ""  # text has no handcrafted vector: a model always embeds it
@@ -33,15 +33,15 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
 
 
 def decode(data: bytes, limits: Limits, media_type: str = "text/plain") -> str:
-    """Decode strict UTF-8 (a BOM is dropped); subtitles lose their cue numbers and timings."""
+    """Decode strict UTF-8, or the UTF-16/32 a byte-order mark declares (the mark dropped);
+    subtitles lose their cue numbers and timings."""
     try:
-        text = data.decode("utf-8")
+        text = decode_text(data)
     except UnicodeDecodeError as exc:
         bad = data[exc.start : exc.start + 1].hex()
         raise Rejected(
-            "decode", f"not valid UTF-8 text: byte 0x{bad} at offset {exc.start}"
+            "decode", f"not valid {exc.encoding.upper()} text: byte 0x{bad} at offset {exc.start}"
         ) from exc
-    text = text.removeprefix("\ufeff")
     if len(text) > limits.max_text_chars:
         raise Rejected(
             "decode", f"text has {len(text)} characters, over the limit of {limits.max_text_chars}"

@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from tasks.common import Analysis, Limits, Models, Rejected, l2_normalise
+from tasks.common import (
+    Analysis,
+    Limits,
+    Models,
+    Rejected,
+    decode_text,
+    l2_normalise,
+    text_encoding,
+)
 
 HANDCRAFTED_MODEL = "braid/handcrafted-timeseries-v1"
 HANDCRAFTED_DIM = 16
@@ -47,6 +55,8 @@ FEATURE_SCHEMA: dict[str, pl.DataType] = {
 def decode(data: bytes, limits: Limits) -> tuple[pl.Series, pl.DataFrame]:
     """Parse a CSV log into its UTC timestamps (sorted) and its numeric channels."""
     try:
+        if text_encoding(data)[0] != "utf-8":  # UTF-16/32 behind a byte-order mark
+            data = decode_text(data).encode("utf-8")
         frame = pl.read_csv(io.BytesIO(data), try_parse_dates=False, infer_schema_length=1000)
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
         raise Rejected("decode", f"not a readable CSV: {type(exc).__name__}: {exc}") from exc

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from tasks.common import Limits, Rejected
 from tasks.ingest.discover import HEAD_BYTES, discover, sample_id_for, sniff_modality
+from tasks.lake.storage import local_path, open_binary, read_bytes
 
 GOOD = {
     "caption.txt": ("text", "text/plain"),
@@ -169,3 +173,93 @@ def test_missing_source_raises(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(NotADirectoryError):
         discover(str(tmp_path / "file.txt"), set(), Limits())
+
+
+def _reasons(found) -> dict[str, str]:
+    return {Path(local_path(r["uri"])).name: r["reason"] for r in found.rejected}
+
+
+def test_only_regular_files_inside_the_source_are_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not yours to read\n")
+    source = tmp_path / "source"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "real.txt").write_text("a caption inside the source\n")
+    (source / "a" / "inside.txt").symlink_to(source / "a" / "real.txt")
+    (source / "a" / "passwd.txt").symlink_to(outside / "secret.txt")
+    (source / "a" / "escape.txt").symlink_to("../../outside/secret.txt")
+    (source / "a" / "zero.txt").symlink_to("/dev/zero")
+    (source / "a" / "gone.txt").symlink_to(source / "a" / "missing.txt")
+    (source / "linked").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(source / "a" / "pipe.txt")
+
+    # A FIFO would block a reader forever and /dev/zero never ends: refused when listed.
+    found = discover(str(source), set(), Limits())
+
+    assert [Path(ref.uri).name for ref in found.members] == ["inside.txt", "real.txt"]
+    assert found.duplicates == 1  # the link inside the source is the same bytes
+    reasons = _reasons(found)
+    assert reasons == {
+        "passwd.txt": "a symbolic link to a path outside the source",
+        "escape.txt": "a symbolic link to a path outside the source",
+        "zero.txt": "a symbolic link to a path outside the source",
+        "gone.txt": "unreadable: No such file or directory",
+        "linked": "a symbolic link to a folder: not followed",
+        "pipe.txt": "not a regular file: a FIFO (named pipe)",
+    }
+    assert all(r["stage"] == "discover" for r in found.rejected)
+    assert "not yours" not in repr(found)
+    # Refusals keep stable ids: a re-run counts them as known instead of filing them again.
+    again = discover(str(source), {r["object_id"] for r in found.rejected}, Limits())
+    assert again.rejected == [] and again.known == len(reasons)
+
+
+def test_a_fifo_swapped_in_after_listing_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file: a FIFO"):
+        open_binary(str(tmp_path / "pipe"))
+
+
+def test_names_that_are_not_utf8_get_byte_safe_uris(tmp_path: Path) -> None:
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.mkdir(folder)
+    with open(os.path.join(folder, b"caption \xff.txt"), "wb") as handle:
+        handle.write(b"a caption under a Latin-1 name\n")
+    (tmp_path / "plain.txt").write_text("a plain name\n")
+
+    found = discover(str(tmp_path), set(), Limits())
+
+    plain, latin = sorted(found.new, key=lambda ref: ref.uri)
+    assert plain.uri == str(tmp_path / "plain.txt")  # valid names stay plain paths
+    assert latin.uri == "file://" + quote(os.fsencode(tmp_path)) + "/caf%E9/caption%20%FF.txt"
+    latin.uri.encode("utf-8")  # any Parquet column, log line or JSON can carry it
+    assert latin.sample_id == "caf\\xe9"
+    assert read_bytes(latin.uri) == b"a caption under a Latin-1 name\n"
+    assert local_path(latin.uri) == os.fsdecode(os.path.join(folder, b"caption \xff.txt"))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_text_with_a_byte_order_mark_is_text(encoding: str) -> None:
+    from tasks.media import text, timeseries
+
+    def encode(words: str) -> bytes:  # Python writes no mark for an explicit byte order
+        mark = codecs.BOM_UTF16_BE if encoding == "utf-16-be" else b""
+        return mark + words.encode(encoding)
+
+    caption = "Un café au bord de l'eau\n"
+    data = encode(caption)
+    assert sniff_modality(data[:HEAD_BYTES], "note.txt") == ("text", "text/plain")
+    assert sniff_modality(data[:7], "note.txt")[0] == "text"  # a character cut by the head
+    assert text.decode(data, Limits()) == caption
+    log = "timestamp,speed\n2024-01-01T00:00:00Z,1.5\n2024-01-01T00:00:01Z,2.5\n"
+    log = encode(log)
+    assert sniff_modality(log, "log.csv") == ("timeseries", "text/csv")
+    times, channels = timeseries.decode(log, Limits())
+    assert times.len() == 2
+    assert channels["speed"].to_list() == [1.5, 2.5]
+
+
+def test_utf16_without_a_mark_is_still_refused() -> None:
+    with pytest.raises(Rejected, match="not UTF-8"):
+        sniff_modality("plain words".encode("utf-16-le"), "note.txt")

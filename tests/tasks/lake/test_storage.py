@@ -24,6 +24,7 @@ from tasks.common import Limits
 from tasks.ingest.discover import discover
 from tasks.lake.storage import (
     S3_RETRIES,
+    Listed,
     iter_files,
     object_size,
     open_binary,
@@ -107,7 +108,7 @@ def test_listing_skips_folder_markers_hidden_and_partial_keys() -> None:
         }
     )
 
-    listed = list(iter_files(source_root(f"s3://{BUCKET}/data/")))
+    listed = [(uri, size) for uri, size, _ in iter_files(source_root(f"s3://{BUCKET}/data/"))]
 
     assert listed == [
         (f"s3://{BUCKET}/data/a/b/y.txt", 2),
@@ -115,7 +116,7 @@ def test_listing_skips_folder_markers_hidden_and_partial_keys() -> None:
         (f"s3://{BUCKET}/data/a/x.txt", 1),
         (f"s3://{BUCKET}/data/top.txt", 3),
     ]
-    whole_bucket = [uri for uri, _ in iter_files(source_root(f"s3://{BUCKET}"))]
+    whole_bucket = [uri for uri, _, _ in iter_files(source_root(f"s3://{BUCKET}"))]
     assert f"s3://{BUCKET}/elsewhere/q.txt" in whole_bucket
     assert len(whole_bucket) == 6
 
@@ -189,7 +190,7 @@ def test_throttling_is_retried_with_backoff() -> None:
 
     s3_client().meta.events.register("before-send.s3.ListObjectsV2", slow_down)
 
-    assert list(iter_files(f"s3://{BUCKET}/data")) == [(f"s3://{BUCKET}/data/x.txt", 1)]
+    assert list(iter_files(f"s3://{BUCKET}/data")) == [Listed(f"s3://{BUCKET}/data/x.txt", 1)]
     assert len(throttled) == 1
 
 
@@ -337,7 +338,7 @@ def test_an_aws_credentials_block_configures_the_client(
     monkeypatch.setenv(storage.CREDENTIALS_BLOCK_ENV, "braid-test-s3")
 
     root = source_root(f"s3://{BUCKET}/landing")
-    assert list(iter_files(root)) == [(f"s3://{BUCKET}/landing/s1/caption.txt", 17)]
+    assert list(iter_files(root)) == [Listed(f"s3://{BUCKET}/landing/s1/caption.txt", 17)]
     assert read_bytes(f"s3://{BUCKET}/landing/s1/caption.txt") == b"a photo of a cat\n"
     client = s3_client()
     assert client.meta.endpoint_url == s3_env
