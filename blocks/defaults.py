@@ -19,3 +19,9 @@ FRAMES_PER_SECOND = 1.0
 MAX_VIDEO_FRAMES = 32
 AUDIO_SAMPLE_RATE = 16_000
 MAX_TEXT_CHARS = 1_000_000
+# A video's decode work, width x height x frames, from its header: 10 minutes of 1080p at
+# 30 fps is 3.7e10. Each frame must also fit MAX_IMAGE_PIXELS.
+MAX_VIDEO_PIXELS = 40_000_000_000
+# A sensor log's columns and rows, counted before it is parsed.
+MAX_CSV_COLUMNS = 1_000
+MAX_CSV_ROWS = 10_000_000

@@ -104,6 +104,22 @@ class BraidSettings(Block):
     max_video_frames: int = Field(
         default=defaults.MAX_VIDEO_FRAMES, ge=1, description="At most this many frames per video."
     )
+    max_video_pixels: int = Field(
+        default=defaults.MAX_VIDEO_PIXELS,
+        ge=1,
+        description="Videos whose header promises more than width x height x frames are "
+        "quarantined before decoding.",
+    )
+    max_csv_columns: int = Field(
+        default=defaults.MAX_CSV_COLUMNS,
+        ge=2,
+        description="Sensor logs with more columns are quarantined before parsing.",
+    )
+    max_csv_rows: int = Field(
+        default=defaults.MAX_CSV_ROWS,
+        ge=2,
+        description="Sensor logs with more rows are quarantined before parsing.",
+    )
     inline_max_objects: int = Field(
         default_factory=lambda: int(os.environ.get("BRAID_INLINE_MAX_OBJECTS", "8")),
         ge=0,

@@ -101,6 +101,10 @@ SUITES: dict[str, list[Expectation]] = {
         _between("rows", 2),
         _between("duration_s", 0, strict_min=True),
         _between("sample_rate_hz", 0, strict_min=True),
+        Expectation(
+            "expect_column_values_to_be_in_set",
+            {"column": "_qc_time_plausible", "value_set": [True]},
+        ),
     ],
     "fused": [
         Expectation("expect_column_values_to_not_be_null", {"column": "sample_id"}),
@@ -129,6 +133,16 @@ SUITES: dict[str, list[Expectation]] = {
         ),
     ],
 }
+
+
+# Every table: no NaN or infinity in any float, scalar or vector (a log of 1e308 values
+# once landed channel_mean = inf).
+for _suite in SUITES.values():
+    _suite.append(
+        Expectation(
+            "expect_column_values_to_be_in_set", {"column": "_qc_finite", "value_set": [True]}
+        )
+    )
 
 
 def resolve(expectations: list[Expectation], params: dict[str, Any]) -> list[Expectation]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,20 @@ def derive_qc_columns(
     columns: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW)]
     if {"width", "height"} <= set(frame.columns):
         columns.append((pl.col("width").cast(pl.Int64) * pl.col("height")).alias("_qc_pixels"))
+    columns.append(_finite(frame).alias("_qc_finite"))
+    if {"start_time", "end_time"} <= set(frame.columns):
+        # Sensor clocks: from the epoch (logs in seconds since start begin there) to a day
+        # from now; a mutated log once landed the year 24 and a span of 2,000 years.
+        latest = datetime.now(UTC) + timedelta(days=1)
+        columns.append(
+            (
+                (pl.col("start_time") >= EPOCH)
+                & (pl.col("end_time") <= latest)
+                & (pl.col("start_time") <= pl.col("end_time"))
+            )
+            .fill_null(False)
+            .alias("_qc_time_plausible")
+        )
     if table == "fused":
         filled = [pl.col(f"{m}_embedding").is_not_null() for m in MODALITIES]
         flags = [pl.col(f"has_{m}") for m in MODALITIES]
@@ -101,6 +115,24 @@ def derive_qc_columns(
             ]
             columns.append(pl.all_horizontal(lengths).fill_null(False).alias("_qc_slots_match_set"))
     return frame.with_columns(columns)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _finite(frame: pl.DataFrame) -> pl.Expr:
+    """Whether every float of the row, in scalar and list columns alike, is finite (a null
+    is not a number to check: the suites test nulls where a column needs a value)."""
+    checks = [
+        pl.col(name).is_finite().fill_null(True)
+        for name, dtype in frame.schema.items()
+        if dtype.is_float()
+    ] + [
+        pl.col(name).list.eval(pl.element().is_finite().fill_null(True)).list.all().fill_null(True)
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.List) and dtype.inner.is_float()
+    ]
+    return pl.all_horizontal(checks) if checks else pl.lit(True)
 
 
 _lock = threading.Lock()

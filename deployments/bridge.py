@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("braid.bridge")
 
-Emit = Callable[[ObjectCreated], Any]
+Emit = Callable[[list[ObjectCreated]], Any]  # all of one notification's objects at once
 
 MAX_BODY = 1024 * 1024
 DEFAULT_PORT = 8787
@@ -102,6 +102,7 @@ def _from_records(records: list[Any]) -> list[ObjectCreated]:
                 key=key,
                 size=_get(record, "s3.object.size", int, where),
                 etag=_get(record, "s3.object.eTag", str, where, default=""),
+                sequencer=_get(record, "s3.object.sequencer", str, where, default=None),
             )
         )
     return objects
@@ -120,6 +121,7 @@ def _from_eventbridge(event: dict[str, Any]) -> list[ObjectCreated]:
             key=_get(event, "detail.object.key", str),
             size=_get(event, "detail.object.size", int),
             etag=_get(event, "detail.object.etag", str, default=""),
+            sequencer=_get(event, "detail.object.sequencer", str, default=None),
         )
     ]
 
@@ -143,7 +145,9 @@ def _get(data: Any, path: str, kind: type, where: str = "", default: Any = _MISS
     return value
 
 
-def _object(bucket: str, key: str, size: int, etag: str) -> ObjectCreated:
+def _object(
+    bucket: str, key: str, size: int, etag: str, sequencer: str | None = None
+) -> ObjectCreated:
     if not BUCKET_NAME.fullmatch(bucket) or ".." in bucket:
         raise NotificationError(f"invalid bucket name {bucket!r}")
     try:
@@ -157,7 +161,9 @@ def _object(bucket: str, key: str, size: int, etag: str) -> ObjectCreated:
         raise NotificationError(f"object key longer than {MAX_KEY_BYTES} bytes")
     if size < 0:
         raise NotificationError(f"negative size {size} for {key!r}")
-    return ObjectCreated(source=f"s3://{bucket}", key=key, size=size, etag=etag, bucket=bucket)
+    return ObjectCreated(
+        source=f"s3://{bucket}", key=key, size=size, etag=etag, bucket=bucket, sequencer=sequencer
+    )
 
 
 def load_secret(block_name: str | None = None) -> str:
@@ -243,16 +249,19 @@ def make_app(secret: str, emit: Emit, max_body: int = MAX_BODY) -> Starlette:
             reason = str(exc) if isinstance(exc, NotificationError) else "malformed JSON"
             logger.warning("refused %s: %s", client, reason)
             return refuse(400, reason)
-        for done, obj in enumerate(objects):
-            try:
-                await run_in_threadpool(emit, obj)
-            except Exception as exc:
-                logger.error("could not emit %s: %s: %s", obj.uri, type(exc).__name__, exc)
-                return JSONResponse(
-                    {"error": "could not emit events, retry later", "emitted": done},
-                    status_code=503,
-                    headers={"Retry-After": "5"},
-                )
+        try:
+            await run_in_threadpool(emit, objects)
+        except Exception as exc:
+            logger.error(
+                "could not emit %d events for %s: %s: %s",
+                len(objects), client, type(exc).__name__, exc,
+            )  # fmt: skip
+            # Events an earlier batch sent go again on the retry, under the same ids: one each.
+            return JSONResponse(
+                {"error": "could not emit events, retry later", "emitted": 0},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         logger.info("emitted %d events for %s", len(objects), client)
         return JSONResponse({"emitted": len(objects)}, status_code=202)
 
@@ -369,20 +378,16 @@ def _handle_message(
         )
         stats.malformed += 1
         return "malformed"
-    for obj in objects:
-        try:
-            emit(obj)
-        except Exception as exc:
-            logger.error(
-                "could not emit %s, leaving message %s: %s: %s",
-                obj.uri,
-                message_id,
-                type(exc).__name__,
-                exc,
-            )
-            stats.failed += 1
-            return "failed"
-        stats.emitted += 1
+    try:
+        emit(objects)
+    except Exception as exc:
+        logger.error(
+            "could not emit %d events, leaving message %s: %s: %s",
+            len(objects), message_id, type(exc).__name__, exc,
+        )  # fmt: skip
+        stats.failed += 1
+        return "failed"
+    stats.emitted += len(objects)
     try:
         client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
     except (BotoCoreError, ClientError) as exc:

@@ -614,7 +614,7 @@ def cmd_bridge(args: argparse.Namespace) -> None:
     import threading
 
     from deployments import bridge
-    from deployments.events import emit_object_created
+    from deployments.events import emit_objects_created
 
     serve_http = args.sqs_queue_url is None or args.port is not None
     port = args.port or bridge.DEFAULT_PORT
@@ -622,7 +622,7 @@ def cmd_bridge(args: argparse.Namespace) -> None:
     if serve_http:
         try:
             app = bridge.make_app(
-                bridge.load_secret(args.secret_block), emit_object_created, args.max_body
+                bridge.load_secret(args.secret_block), emit_objects_created, args.max_body
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
@@ -646,7 +646,7 @@ def cmd_bridge(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def consume() -> None:
-        bridge.consume_sqs(args.sqs_queue_url, emit_object_created, client=client, stop=stop)
+        bridge.consume_sqs(args.sqs_queue_url, emit_objects_created, client=client, stop=stop)
 
     consumer = None
     if client is not None:

@@ -88,6 +88,9 @@ def limits_of(settings: BraidSettings) -> Limits:
         max_duration_s=settings.max_duration_s,
         frames_per_second=settings.frames_per_second,
         max_video_frames=settings.max_video_frames,
+        max_video_pixels=settings.max_video_pixels,
+        max_csv_columns=settings.max_csv_columns,
+        max_csv_rows=settings.max_csv_rows,
     )
 
 

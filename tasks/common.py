@@ -58,6 +58,9 @@ class Limits:
     max_video_frames: int = defaults.MAX_VIDEO_FRAMES
     audio_sample_rate: int = defaults.AUDIO_SAMPLE_RATE
     max_text_chars: int = defaults.MAX_TEXT_CHARS
+    max_video_pixels: int = defaults.MAX_VIDEO_PIXELS
+    max_csv_columns: int = defaults.MAX_CSV_COLUMNS
+    max_csv_rows: int = defaults.MAX_CSV_ROWS
 
 
 @dataclass(frozen=True)

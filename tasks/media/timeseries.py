@@ -57,6 +57,10 @@ def decode(data: bytes, limits: Limits) -> tuple[pl.Series, pl.DataFrame]:
     try:
         if text_encoding(data)[0] != "utf-8":  # UTF-16/32 behind a byte-order mark
             data = decode_text(data).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("decode", f"not a readable CSV: {type(exc).__name__}: {exc}") from exc
+    _check_shape(data, limits)
+    try:
         frame = pl.read_csv(io.BytesIO(data), try_parse_dates=False, infer_schema_length=1000)
     except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
         raise Rejected("decode", f"not a readable CSV: {type(exc).__name__}: {exc}") from exc
@@ -75,6 +79,25 @@ def decode(data: bytes, limits: Limits) -> tuple[pl.Series, pl.DataFrame]:
         raise Rejected("decode", "sensor log has no numeric channels")
     order = times.arg_sort()
     return times.gather(order), numeric[order]
+
+
+def _check_shape(data: bytes, limits: Limits) -> None:
+    """Refuse a log wider or longer than the limits, counted in its bytes before parsing
+    (a million columns took minutes and gigabytes to parse). Quoted commas count too."""
+    end = data.find(b"\n")
+    columns = data[: end if end >= 0 else len(data)].count(b",") + 1
+    if columns > limits.max_csv_columns:
+        raise Rejected(
+            "decode",
+            f"sensor log has {columns} columns, over the limit of {limits.max_csv_columns} "
+            "(max_csv_columns)",
+        )
+    rows = data.count(b"\n") + (0 if data.endswith(b"\n") else 1) - 1
+    if rows > limits.max_csv_rows:
+        raise Rejected(
+            "decode",
+            f"sensor log has {rows} rows, over the limit of {limits.max_csv_rows} (max_csv_rows)",
+        )
 
 
 def _parse_times(column: pl.Series) -> pl.Series:

@@ -66,9 +66,32 @@ def probe(data: bytes) -> dict[str, Any]:
                 "width": stream.codec_context.width,
                 "height": stream.codec_context.height,
                 "codec": stream.codec_context.name,
+                "frames": int(stream.frames or 0),
             }
     except av.FFmpegError as exc:
         raise Rejected("decode", f"not a readable video: {exc}") from exc
+
+
+def _check_pixels(header: dict[str, Any], limits: Limits) -> None:
+    """Refuse, from the header and before any frame is decoded, a frame larger than an image
+    may be, or more pixels to decode than the budget (width x height x frames)."""
+    width, height = header["width"] or 0, header["height"] or 0
+    pixels = width * height
+    if pixels > limits.max_image_pixels:
+        raise Rejected(
+            "decode",
+            f"video frames are {width}x{height} pixels, over the limit of "
+            f"{limits.max_image_pixels} (max_image_pixels)",
+        )
+    frames = header.get("frames") or 0
+    if not frames and header["duration_s"] and header["fps"]:
+        frames = round(header["duration_s"] * header["fps"])
+    if pixels * frames > limits.max_video_pixels:
+        raise Rejected(
+            "decode",
+            f"video holds {frames} frames of {width}x{height}: {pixels * frames} pixels to "
+            f"decode, over the limit of {limits.max_video_pixels} (max_video_pixels)",
+        )
 
 
 def _duration(container: Any, stream: Any) -> float | None:
@@ -80,7 +103,9 @@ def _duration(container: Any, stream: Any) -> float | None:
 
 
 def sample_frames(data: bytes, limits: Limits) -> list[Image.Image]:
-    """Decode about ``frames_per_second`` frames per second (always the first), up to the cap."""
+    """Decode about ``frames_per_second`` frames per second (always the first), up to the cap,
+    each kept as the thumbnail its features are measured on: one full-size frame is held at
+    a time, never ``max_video_frames`` of them."""
     import av
 
     step = 1.0 / limits.frames_per_second
@@ -93,7 +118,9 @@ def sample_frames(data: bytes, limits: Limits) -> list[Image.Image]:
             for frame in container.decode(stream):
                 t = frame.time if frame.time is not None else next_time
                 if t + 1e-6 >= next_time:
-                    frames.append(frame.to_image())
+                    kept = frame.to_image().convert("RGB")
+                    kept.thumbnail((image.THUMBNAIL_SIDE, image.THUMBNAIL_SIDE))
+                    frames.append(kept)
                     next_time = t + step
                 if len(frames) >= limits.max_video_frames:
                     break
@@ -132,12 +159,13 @@ def analyze(data: bytes, limits: Limits, media_type: str = "") -> Analysis:
             "decode",
             f"video lasts {duration:.1f} s, over the limit of {limits.max_duration_s:g} s",
         )
+    _check_pixels(header, limits)
+    del header["frames"]
     frames = sample_frames(data, limits)
     frame_arrays, frame_vectors = [], []
-    for frame in frames:
-        rgb = frame.convert("RGB")
-        rgb.thumbnail((image.THUMBNAIL_SIDE, image.THUMBNAIL_SIDE))
-        _, vector = image.features(rgb, {"width": frame.width, "height": frame.height})
+    size = {"width": header["width"] or 0, "height": header["height"] or 0}
+    for rgb in frames:
+        _, vector = image.features(rgb, size)
         frame_vectors.append(vector)
         frame_arrays.append(np.asarray(rgb))
     row: dict[str, Any] = {**header, "frames_sampled": len(frames), "has_audio": False}

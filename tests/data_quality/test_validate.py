@@ -59,7 +59,16 @@ GOOD: dict[str, dict[str, Any]] = {
         "frames_sampled": 3,
         "has_audio": False,
     },
-    "timeseries": {"rows": 100, "channels": ["x", "y"], "duration_s": 99.0, "sample_rate_hz": 1.0},
+    "timeseries": {
+        "rows": 100,
+        "channels": ["x", "y"],
+        "duration_s": 99.0,
+        "sample_rate_hz": 1.0,
+        "start_time": datetime(2024, 1, 1, tzinfo=UTC),
+        "end_time": datetime(2024, 1, 1, 0, 1, 39, tzinfo=UTC),
+        "channel_mean": [0.5, -1.0],
+        "channel_std": [1.0, 2.0],
+    },
 }
 
 
@@ -154,7 +163,11 @@ def _scaled(factor: float) -> list[float]:
 # case -> (table, column overrides on a good row, the exact labels the row must fail)
 CASES: dict[str, tuple[str, dict[str, Any], set[str]]] = {
     # The custom embedding expectation.
-    "embedding-nan": ("audio_features", {"embedding": [NAN, *_scaled(1.0)[1:]]}, {UNIT}),
+    "embedding-nan": (
+        "audio_features",
+        {"embedding": [NAN, *_scaled(1.0)[1:]]},
+        {UNIT, label("be_in_set", "_qc_finite")},
+    ),
     "embedding-wrong-dim": ("audio_features", {"embedding": unit_vectors(1, 32)[0]}, {UNIT}),
     "embedding-zero": ("audio_features", {"embedding": [0.0] * AUDIO_DIM}, {UNIT}),
     "embedding-norm-2": ("audio_features", {"embedding": _scaled(2.0)}, {UNIT}),
@@ -579,12 +592,12 @@ def test_ten_thousand_rows_with_three_bad_ones() -> None:
 
     assert validation.passed.height == n - 3
     assert reasons(validation) == {
-        "audio-00017": "failed expectations: " + UNIT,
+        "audio-00017": "failed expectations: " + UNIT + ", " + label("be_in_set", "_qc_finite"),
         "audio-05000": "failed expectations: " + label("be_between", "duration_s"),
         "audio-09999": "failed expectations: " + label("be_in_set", "sample_rate"),
     }
     assert all(o.element_count == n for o in validation.outcomes)
-    assert sum(o.unexpected_count for o in validation.outcomes) == 3
+    assert sum(o.unexpected_count for o in validation.outcomes) == 4  # the NaN row fails two
 
 
 def test_resolve_fills_parameters_and_names_a_missing_one() -> None:
@@ -616,3 +629,49 @@ def test_a_context_prepared_in_the_background_is_the_one_validation_uses(monkeyp
     frame = good_frame("text_features")
     assert validate_table("text_features", frame, PARAMS, "quarantine").success
     assert validate._context is prepared
+
+
+FINITE = label("be_in_set", "_qc_finite")
+
+
+@pytest.mark.parametrize("table", [*FEATURE_TABLES, "fused"])
+def test_a_non_finite_float_anywhere_fails_the_row(table: str) -> None:
+    """NaN or infinity in any float, scalar or inside a vector, fails the row with
+    ``_qc_finite``; the other rows pass."""
+    rows = good_frame(table).to_dicts()
+    schema = TABLES[table].schema
+    floats = [c for c, t in schema.items() if t.is_float() and rows[0].get(c) is not None]
+    vectors = [
+        c for c, t in schema.items()
+        if isinstance(t, pl.List) and t.inner.is_float() and rows[0].get(c)
+    ]  # fmt: skip
+    planted = {}
+    for i, column in enumerate([*floats, *vectors][: len(rows)]):
+        value = rows[i][column]
+        rows[i][column] = (
+            [float("inf"), *value[1:]]
+            if isinstance(value, list)
+            else float("inf")
+            if i % 2
+            else NAN
+        )
+        planted[rows[i].get("object_id", rows[i].get("sample_id"))] = column
+    assert planted
+    validation = validate_table(table, frame_with(table, rows), PARAMS, "quarantine")
+    key = "sample_id" if table == "fused" else "object_id"
+    failed = reasons(validation, key)
+    assert set(failed) == set(planted)
+    assert all(FINITE in labels_in(reason) for reason in failed.values())
+
+
+def test_sensor_clocks_outside_the_epoch_to_tomorrow_fail() -> None:
+    rows = good_frame("timeseries_features", n=4).to_dicts()
+    rows[0]["start_time"] = datetime(24, 3, 1, tzinfo=UTC)  # a mutated log's year
+    rows[1]["end_time"] = datetime(2999, 1, 1, tzinfo=UTC)
+    rows[2]["start_time"], rows[2]["end_time"] = rows[2]["end_time"], rows[2]["start_time"]
+    validation = validate_table(
+        "timeseries_features", frame_with("timeseries_features", rows), PARAMS, "quarantine"
+    )
+    failed = reasons(validation)
+    assert sorted(failed) == [rows[i]["object_id"] for i in range(3)]
+    assert all(label("be_in_set", "_qc_time_plausible") in labels_in(r) for r in failed.values())

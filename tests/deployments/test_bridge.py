@@ -31,7 +31,7 @@ from deployments.bridge import (
     make_app,
     parse_notification,
 )
-from deployments.events import ObjectCreated, emit_object_created
+from deployments.events import ObjectCreated, emit_objects_created
 
 SECRET = "correct horse battery staple"
 MAX_BODY = 4096  # small, so oversized bodies fit in socket buffers and the client reads the 413
@@ -190,6 +190,7 @@ def test_s3_record_key_is_url_decoded() -> None:
         size=1024,
         etag="d41d8cd98f00b204e9800998ecf8427e",
         bucket="braid-landing",
+        sequencer="0055AED6DCD90281E5",
     )
     assert obj.uri == "s3://braid-landing/photos/my cat:1.jpg"
 
@@ -331,10 +332,10 @@ class Recorder:
         self.objects: list[ObjectCreated] = []
         self.error: Exception | None = None
 
-    def __call__(self, obj: ObjectCreated) -> None:
+    def __call__(self, objects: list[ObjectCreated]) -> None:
         if self.error is not None:
             raise self.error
-        self.objects.append(obj)
+        self.objects.extend(objects)
 
 
 @contextmanager
@@ -606,7 +607,7 @@ def read_events(resource_id: str, count: int = 1, timeout: float = 15) -> list[A
 @pytest.mark.integration
 def test_bridge_emits_to_the_prefect_api(prefect_api: str) -> None:
     run = uuid.uuid4().hex[:8]
-    with served(make_app(SECRET, emit_object_created)) as url:
+    with served(make_app(SECRET, emit_objects_created)) as url:
         response = httpx.post(
             f"{url}/events", json=s3_notification(key=f"{run}/my+cat.jpg"), headers=bearer()
         )
@@ -622,8 +623,45 @@ def test_bridge_emits_to_the_prefect_api(prefect_api: str) -> None:
         "size": 1024,
         "etag": "d41d8cd98f00b204e9800998ecf8427e",
         "bucket": "braid-landing",
+        "sequencer": "0055AED6DCD90281E5",
         "uri": f"s3://braid-landing/{run}/my cat.jpg",
     }
+
+
+@pytest.mark.integration
+def test_a_notification_goes_out_in_one_batch_and_a_redelivery_is_one_event(
+    prefect_api: str,
+) -> None:
+    """S3, SQS and senders that retry on their timeout deliver at least once: the event ids
+    come from the notification (key, ETag, size, sequencer), so Prefect keeps one event
+    per record however often it arrives. And a notification's records go out together:
+    2,000 records one request each took about 150 s."""
+    run = uuid.uuid4().hex[:8]
+    records = [s3_notification(key=f"{run}/burst/{i:04d}.jpg")["Records"][0] for i in range(600)]
+    body = {"Records": records}
+    with served(make_app(SECRET, emit_objects_created)) as url:
+        started = time.monotonic()
+        first = httpx.post(f"{url}/events", json=body, headers=bearer(), timeout=30)
+        seconds = time.monotonic() - started
+        again = httpx.post(f"{url}/events", json=body, headers=bearer(), timeout=30)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json() == {"emitted": 600}
+    assert seconds < 20  # two requests (EMIT_BATCH is 500), not 600 (not a timing target)
+    (event,) = read_events(f"braid.object.s3://braid-landing/{run}/burst/0007.jpg")
+    assert event.payload["key"] == f"{run}/burst/0007.jpg"
+    # A new version of the key (another sequencer) is a new event.
+    newer = s3_notification(key=f"{run}/burst/0007.jpg")
+    newer["Records"][0]["s3"]["object"]["sequencer"] = "0055AED6DCD90281F0"
+    with served(make_app(SECRET, emit_objects_created)) as url:
+        assert httpx.post(f"{url}/events", json=newer, headers=bearer()).status_code == 202
+    resource = f"braid.object.s3://braid-landing/{run}/burst/0007.jpg"
+    read_events(resource, 2)
+    # The server persists events in batches, in no promised order: watch the count settle.
+    deadline, counts = time.monotonic() + 8, []
+    while time.monotonic() < deadline:
+        counts.append(len(read_events(resource, 1)))
+        time.sleep(0.5)
+    assert set(counts) == {2}, counts  # the first delivery and the new version; no duplicate
 
 
 @pytest.mark.integration
@@ -649,9 +687,9 @@ def test_answers_503_when_the_prefect_api_is_down() -> None:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
 
-    def emit_to_dead_api(obj: ObjectCreated) -> None:
+    def emit_to_dead_api(objects: list[ObjectCreated]) -> None:
         with temporary_settings({PREFECT_API_URL: dead}):
-            emit_object_created(obj)
+            emit_objects_created(objects)
 
     with served(make_app(SECRET, emit_to_dead_api)) as url:
         response = httpx.post(f"{url}/events", json=s3_notification(), headers=bearer())
@@ -729,7 +767,7 @@ def make_queue(sqs: Any) -> str:
 
 
 @contextmanager
-def consuming(queue_url: str, emit: Callable[[ObjectCreated], Any]) -> Iterator[dict]:
+def consuming(queue_url: str, emit: Callable[[list[ObjectCreated]], Any]) -> Iterator[dict]:
     """Run ``consume_sqs`` in a thread (client from the default chain); stop it on exit."""
     stop, result = threading.Event(), {}
 
@@ -801,8 +839,8 @@ def test_consume_sqs_keeps_a_message_whose_emit_fails(sqs: Any) -> None:
     sqs.send_message(QueueUrl=queue_url, MessageBody=json.dumps(eventbridge_event()))
     attempts = []
 
-    def failing(obj: ObjectCreated) -> None:
-        attempts.append(obj)
+    def failing(objects: list[ObjectCreated]) -> None:
+        attempts.extend(objects)
         raise ConnectionError("Prefect API unreachable")
 
     with consuming(queue_url, failing) as result:

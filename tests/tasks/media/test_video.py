@@ -185,3 +185,23 @@ def test_pool_frames_averages_each_video_run() -> None:
     pooled = video.pool_frames(frames, [2, 3])
     np.testing.assert_allclose(pooled, [[1, 0], [np.sqrt(0.5), np.sqrt(0.5)]], atol=1e-6)
     assert video.pool_frames(frames, []).shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        (Limits(max_image_pixels=100), r"video frames are \d+x\d+ pixels, over the limit of 100"),
+        (Limits(max_video_pixels=1000), r"video holds \d+ frames of \d+x\d+: \d+ pixels to decode"),
+    ],
+)
+def test_frame_size_and_decode_work_are_refused_from_the_header(
+    silent_clip: bytes, limits: Limits, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 295 KB MP4 of 10000x10000 frames once took 5 GB before its size was checked."""
+
+    def decoded(*_: object) -> None:
+        raise AssertionError("a frame was decoded before the header's limits were checked")
+
+    monkeypatch.setattr(video, "sample_frames", decoded)
+    with pytest.raises(Rejected, match=reason):
+        video.analyze(silent_clip, limits)
