@@ -100,7 +100,9 @@ def _start(
 
 def _save(stack: Stack, started: dict[str, dict[str, object]]) -> None:
     (stack.home / STATE_FILE).write_text(
-        json.dumps({"api_url": stack.api_url, "processes": started}, indent=2)
+        json.dumps(
+            {"api_url": stack.api_url, "supervisor": os.getpid(), "processes": started}, indent=2
+        )
     )
 
 
@@ -217,7 +219,16 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited and waiting for its parent to reap it: as good as gone (Linux's /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def down(home: Path) -> list[str]:
@@ -225,7 +236,18 @@ def down(home: Path) -> list[str]:
     state = home / STATE_FILE
     if not state.exists():
         raise FileNotFoundError(f"no running stack recorded in {state}")
-    started = json.loads(state.read_text())["processes"]
-    stopped = stop(started)
+    recorded = json.loads(state.read_text())
+    started = recorded["processes"]
+    supervisor = recorded.get("supervisor")
+    if isinstance(supervisor, int) and supervisor != os.getpid() and _alive(supervisor):
+        # `braid up` is running: it stops its own processes and reaps them, so none is
+        # left a zombie, and removes the state file. Whatever outlives it is killed below.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(supervisor):
+            time.sleep(0.1)
+    left = {name: info for name, info in started.items() if _alive(int(info["pid"]))}
+    stop(left)
     state.unlink(missing_ok=True)
-    return stopped
+    return list(started)

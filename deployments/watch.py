@@ -15,13 +15,14 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deployments.events import ObjectCreated
-from tasks.lake.storage import is_listed
+from tasks.lake.storage import is_listed, printable_name
 
 logger = logging.getLogger("braid.watch")
 
@@ -78,7 +79,11 @@ class FolderWatcher:
         return emitted
 
     def _describe(self, path: str, size: int, mtime_ns: int) -> ObjectCreated:
+        # A name that is not UTF-8 cannot travel in an event: it goes percent-encoded (the
+        # run lists the source itself and reads the file under its exact name).
         key = Path(path).relative_to(self.root).as_posix()
+        if printable_name(key) != key:
+            key = urllib.parse.quote(os.fsencode(key))
         return ObjectCreated(
             source=str(self.root),
             key=key,

@@ -108,3 +108,15 @@ def test_keys_that_could_escape_the_source_are_refused(key: str) -> None:
 
 def test_plain_relative_keys_pass() -> None:
     assert validate_key("sample-0001/photo 1.jpg") == "sample-0001/photo 1.jpg"
+
+
+def test_a_name_that_is_not_utf8_is_emitted_with_its_bytes_shown(tmp_path, watcher) -> None:
+    """It could not travel in an event at all (UnicodeEncodeError on every scan)."""
+    from deployments.events import object_created_event
+
+    w, emitted, clock = watcher
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.txt"), "wb") as handle:
+        handle.write(b"a caption\n")
+    scan_at(w, clock, 0)
+    assert scan_at(w, clock, 3) == ["caf%E9.txt"]
+    object_created_event(emitted[0]).model_dump_json()  # encodable, as the API needs
