@@ -10,6 +10,8 @@ every object of the burst between them.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -99,13 +101,55 @@ def emit_object_created(obj: ObjectCreated) -> None:
 def emit_objects_created(objects: Sequence[ObjectCreated]) -> None:
     """Send ``braid.object.created`` for each of ``objects``, ``EMIT_BATCH`` per request;
     return once the API accepted them all (raise otherwise, as ``emit_object_created``)."""
-    from prefect.client.orchestration import get_client
+    from prefect.context import SettingsContext, get_settings_context
 
     if not objects:
         return
     events = [object_created_event(obj).model_dump(mode="json") for obj in objects]
-    # A client per call: a fresh client fails at once when the API is down, where a
-    # long-lived one retries for a while, longer than an HTTP sender waits for an answer.
-    with get_client(sync_client=True) as client:
-        for start in range(0, len(events), EMIT_BATCH):
-            client.request("POST", "/events", json=events[start : start + EMIT_BATCH])
+    url, client, settings = _client()
+    try:
+        with SettingsContext(profile=get_settings_context().profile, settings=settings):
+            for start in range(0, len(events), EMIT_BATCH):
+                client.request("POST", "/events", json=events[start : start + EMIT_BATCH])
+    except BaseException:
+        _drop_client(url, client)  # the next call starts afresh: the API may have moved
+        raise
+
+
+# Two retries at most (about 6 s of back-off for a busy API), not Prefect's five (a
+# minute): longer than a sender waits, and the sender retries anyway; a redelivery is the
+# same event.
+EMIT_RETRIES = 2
+# One client per API for the process, kept open, and the settings it runs under made once:
+# a new client per notification (its version check and CSRF handshake) and new settings
+# (about 0.1 s to build) held emitting to about 40 events/s in notifications of ten records.
+_clients: dict[str, tuple[Any, Any]] = {}
+_clients_lock = threading.Lock()
+
+
+def _client() -> tuple[str, Any, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
+
+    url = PREFECT_API_URL.value() or ""
+    with _clients_lock:
+        if url not in _clients:
+            context = get_settings_context()
+            settings = context.settings.copy_with_update(
+                updates={PREFECT_CLIENT_MAX_RETRIES: EMIT_RETRIES}
+            )
+            with SettingsContext(profile=context.profile, settings=settings):
+                client = get_client(sync_client=True)
+                client.__enter__()
+            _clients[url] = (client, settings)
+        client, settings = _clients[url]
+    return url, client, settings
+
+
+def _drop_client(url: str, client: Any) -> None:
+    with _clients_lock:
+        if url in _clients and _clients[url][0] is client:
+            del _clients[url]
+    with contextlib.suppress(Exception):
+        client.__exit__(None, None, None)
