@@ -204,6 +204,10 @@ def stop(started: dict[str, dict[str, object]], timeout: float = 20.0) -> list[s
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
+                # Reap it now: a killed child left unreaped stays a zombie after this
+                # process exits wherever init does not reap orphans (some containers).
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
             stopped.append(name)
     return stopped
 
@@ -219,7 +223,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return not _zombie(pid)
+    if _zombie(pid):  # it exited since the wait above: reap it if it is ours
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
 
 
 def _zombie(pid: int) -> bool:
@@ -244,7 +252,7 @@ def down(home: Path) -> list[str]:
         # left a zombie, and removes the state file. Whatever outlives it is killed below.
         with contextlib.suppress(ProcessLookupError):
             os.kill(supervisor, signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # its two stop windows (workers, server) and more
         while time.monotonic() < deadline and _alive(supervisor):
             time.sleep(0.1)
     left = {name: info for name, info in started.items() if _alive(int(info["pid"]))}
