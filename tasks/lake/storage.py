@@ -185,8 +185,8 @@ def open_binary(uri: str) -> IO[bytes]:
 
 def _open_regular(path: str) -> IO[bytes]:
     """Open a local file only if it is a regular file. Non-blocking, so a FIFO swapped in
-    after listing cannot block the open, and checked on the open descriptor, so no name
-    swapped in between is read instead."""
+    after listing cannot block the open, and checked on the open descriptor, so a FIFO or
+    device swapped in is refused rather than read."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         info = os.fstat(fd)

@@ -372,8 +372,9 @@ def test_braid_down_stops_everything_it_started(stack) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "worker" in result.stdout and "server" in result.stdout
-    # `braid up` itself stopped and reaped what it started: it has exited, and no process
-    # it started is left, not even as a zombie (it once kept 8, and down took 40 s).
+    # `braid up` itself stopped what it started and exited (it once stayed, holding 8
+    # zombies, and down took 40 s), and no process it started still runs. One that exited
+    # is gone, or at most a zombie of init's (a container's init may reap late).
     assert stack["process"].wait(10) == 0
 
     def state(pid: int) -> str | None:
@@ -382,5 +383,5 @@ def test_braid_down_stops_everything_it_started(stack) -> None:
         except OSError:
             return None  # gone
 
-    assert {pid: state(pid) for pid in pids if state(pid) is not None} == {}
+    assert {pid: state(pid) for pid in pids if state(pid) not in (None, "Z")} == {}
     assert not (stack["home"] / "up.json").exists()
