@@ -25,3 +25,7 @@ MAX_VIDEO_PIXELS = 40_000_000_000
 # A sensor log's columns and rows, counted before it is parsed.
 MAX_CSV_COLUMNS = 1_000
 MAX_CSV_ROWS = 10_000_000
+# The decode budget of one object: a decoder past either is stopped and its object
+# quarantined (``tasks.ingest.budget``). Memory is what the decode adds to the process.
+DECODE_SECONDS = 120.0
+DECODE_MEMORY_MB = 1024

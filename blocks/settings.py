@@ -120,6 +120,18 @@ class BraidSettings(Block):
         ge=2,
         description="Sensor logs with more rows are quarantined before parsing.",
     )
+    decode_seconds: float = Field(
+        default=defaults.DECODE_SECONDS,
+        gt=0,
+        description="A decoder still running after this many seconds is stopped and its "
+        "object quarantined.",
+    )
+    decode_memory_mb: float = Field(
+        default=defaults.DECODE_MEMORY_MB,
+        gt=0,
+        description="A decoder that grows the process by more than this many MB is stopped "
+        "and its object quarantined.",
+    )
     inline_max_objects: int = Field(
         default_factory=lambda: int(os.environ.get("BRAID_INLINE_MAX_OBJECTS", "8")),
         ge=0,

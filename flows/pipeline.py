@@ -91,6 +91,8 @@ def limits_of(settings: BraidSettings) -> Limits:
         max_video_pixels=settings.max_video_pixels,
         max_csv_columns=settings.max_csv_columns,
         max_csv_rows=settings.max_csv_rows,
+        decode_seconds=settings.decode_seconds,
+        decode_memory_mb=settings.decode_memory_mb,
     )
 
 

@@ -61,6 +61,8 @@ class Limits:
     max_video_pixels: int = defaults.MAX_VIDEO_PIXELS
     max_csv_columns: int = defaults.MAX_CSV_COLUMNS
     max_csv_rows: int = defaults.MAX_CSV_ROWS
+    decode_seconds: float = defaults.DECODE_SECONDS
+    decode_memory_mb: float = defaults.DECODE_MEMORY_MB
 
 
 @dataclass(frozen=True)

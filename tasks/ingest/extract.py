@@ -32,6 +32,7 @@ from tasks.common import (
     reason_for,
     release_memory,
 )
+from tasks.ingest import budget
 from tasks.lake.storage import read_bytes
 from tasks.lake.store import rows_frame
 from tasks.lake.tables import COSTS, OBJECTS, QUARANTINE, TABLES, feature_table
@@ -81,8 +82,13 @@ def analyze_object(ref: ObjectRef, limits: Limits) -> Analysed:
     except OSError as exc:
         result = Rejected("read", reason_for(exc))
     else:
+        module = registry.modality(ref.modality)
         try:
-            result = registry.modality(ref.modality).analyze(data, limits, ref.media_type)
+            result = budget.within(
+                limits.decode_seconds,
+                limits.decode_memory_mb,
+                partial(module.analyze, data, limits, ref.media_type),
+            )
         except Rejected as rejection:
             result = rejection
         except Exception as exc:  # a decoder's own error: keep the batch going
