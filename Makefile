@@ -19,7 +19,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv demo test check format clean bench bench-quick
+.PHONY: help venv demo test check format clean bench bench-quick soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench: venv ## measure the performance targets (about 25 min): benchmarks/result
 
 bench-quick: venv ## a small `make bench` (under 3 min; 100k rows for f, no braid up for g); prints the table
 	$(BIN)/python -m benchmarks --scale quick
+
+soak: venv ## one braid run over 10,000 seeded hostile files; prints what held (targets: 0 crashes, 0 hangs, 100 % accounted, 0 non-finite, <= 2 GiB)
+	$(BIN)/python -m benchmarks.soak --files 10000 --json benchmarks/results/soak.json
 
 clean: ## remove the sample data and the lake (keeps .venv)
 	rm -rf $(SAMPLES) $(LAKE)
