@@ -348,26 +348,66 @@ def consume_sqs(
             logger.error("could not receive from %s: %s", queue_url, exc)
             stop.wait(failure_backoff)
             continue
-        failures = 0
-        for message in response.get("Messages", []):
-            stats.received += 1
-            outcome = _handle_message(client, queue_url, message, emit, stats)
-            failures += outcome == "failed"
-        if failures:
+        messages = response.get("Messages", [])
+        stats.received += len(messages)
+        if _handle_messages(client, queue_url, messages, emit, stats):
             stop.wait(failure_backoff)
     logger.info("stopped consuming %s: %s", queue_url, stats)
     return stats
 
 
-def _handle_message(
-    client: Any, queue_url: str, message: dict[str, Any], emit: Emit, stats: SqsStats
-) -> str:
+def _handle_messages(
+    client: Any, queue_url: str, messages: list[dict[str, Any]], emit: Emit, stats: SqsStats
+) -> int:
+    """Emit the objects of one receive's messages in one call, then delete them in one
+    request; returns how many failed (left to come back after the visibility timeout)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    parsed: list[tuple[dict[str, Any], list[ObjectCreated]]] = []
+    for message in messages:
+        objects = _parse_message(message, stats)
+        if objects is not None:
+            parsed.append((message, objects))
+    if not parsed:
+        return 0
+    objects = [obj for _, of_message in parsed for obj in of_message]
+    try:
+        emit(objects)
+    except Exception as exc:
+        logger.error(
+            "could not emit %d events, leaving %d messages: %s: %s",
+            len(objects), len(parsed), type(exc).__name__, exc,
+        )  # fmt: skip
+        stats.failed += len(parsed)
+        return len(parsed)
+    stats.emitted += len(objects)
+    entries = [
+        {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]}
+        for index, (message, _) in enumerate(parsed)
+    ]
+    try:
+        response = client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    except (BotoCoreError, ClientError) as exc:
+        # Their events went out; they come back after the visibility timeout and go out
+        # again, under the same event ids.
+        logger.error("could not delete %d messages: %s", len(entries), exc)
+        stats.failed += len(entries)
+        return len(entries)
+    for failure in response.get("Failed", []):
+        logger.error("could not delete message %s: %s", failure.get("Id"), failure.get("Message"))
+    failed = len(response.get("Failed", []))
+    stats.failed += failed
+    stats.deleted += len(entries) - failed
+    return failed
+
+
+def _parse_message(message: dict[str, Any], stats: SqsStats) -> list[ObjectCreated] | None:
+    """A message's objects; None (logged, counted) for a malformed one, which stays on the
+    queue for its redrive policy."""
     message_id = message.get("MessageId", "?")
     receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
     try:
-        objects = parse_notification(json.loads(message.get("Body", "")))
+        return parse_notification(json.loads(message.get("Body", "")))
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, NotificationError) else "body is not JSON"
         logger.warning(
@@ -377,23 +417,4 @@ def _handle_message(
             reason,
         )
         stats.malformed += 1
-        return "malformed"
-    try:
-        emit(objects)
-    except Exception as exc:
-        logger.error(
-            "could not emit %d events, leaving message %s: %s: %s",
-            len(objects), message_id, type(exc).__name__, exc,
-        )  # fmt: skip
-        stats.failed += 1
-        return "failed"
-    stats.emitted += len(objects)
-    try:
-        client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    except (BotoCoreError, ClientError) as exc:
-        # Its events went out; it comes back after the visibility timeout and goes out again.
-        logger.error("could not delete message %s: %s", message_id, exc)
-        stats.failed += 1
-        return "failed"
-    stats.deleted += 1
-    return "deleted"
+        return None

@@ -100,12 +100,70 @@ def emit_object_created(obj: ObjectCreated) -> None:
 
 def emit_objects_created(objects: Sequence[ObjectCreated]) -> None:
     """Send ``braid.object.created`` for each of ``objects``, ``EMIT_BATCH`` per request;
-    return once the API accepted them all (raise otherwise, as ``emit_object_created``)."""
-    from prefect.context import SettingsContext, get_settings_context
+    return once the API accepted them all (raise otherwise, as ``emit_object_created``).
 
+    Concurrent callers share requests (a group commit): while one request is out, the
+    events other threads hand in wait, and the next request carries all of them; each
+    caller returns when the request holding its events was accepted, or raises its error.
+    Notifications of one record each, from many senders at once, then cost the API one
+    request per round trip rather than one each.
+    """
     if not objects:
         return
+    from prefect.settings import PREFECT_API_URL
+
     events = [object_created_event(obj).model_dump(mode="json") for obj in objects]
+    url = PREFECT_API_URL.value() or ""
+    with _clients_lock:
+        commit = _commits.setdefault(url, _GroupCommit())
+    commit.submit(events)
+
+
+class _Ticket:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class _GroupCommit:
+    """Events from many threads, sent by whichever of them finds no request out."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: list[tuple[list[dict[str, Any]], _Ticket]] = []
+        self._sending = False
+
+    def submit(self, events: list[dict[str, Any]]) -> None:
+        ticket = _Ticket()
+        with self._cond:
+            self._pending.append((events, ticket))
+            while not ticket.done and self._sending:
+                self._cond.wait()
+            if ticket.done:  # another thread's request carried these events
+                if ticket.error is not None:
+                    raise ticket.error
+                return
+            self._sending = True
+            batch, self._pending = self._pending, []
+        error: BaseException | None = None
+        try:
+            _send([event for events_, _ in batch for event in events_])
+        except BaseException as exc:
+            error = exc
+        with self._cond:
+            for _, waiting in batch:
+                waiting.done, waiting.error = True, error
+            self._sending = False
+            self._cond.notify_all()
+        if error is not None:
+            raise error
+
+
+def _send(events: list[dict[str, Any]]) -> None:
+    from prefect.context import SettingsContext, get_settings_context
+
     url, client, settings = _client()
     try:
         with SettingsContext(profile=get_settings_context().profile, settings=settings):
@@ -114,6 +172,9 @@ def emit_objects_created(objects: Sequence[ObjectCreated]) -> None:
     except BaseException:
         _drop_client(url, client)  # the next call starts afresh: the API may have moved
         raise
+
+
+_commits: dict[str, _GroupCommit] = {}  # one per API URL: each request goes to one API
 
 
 # Two retries at most (about 6 s of back-off for a busy API), not Prefect's five (a

@@ -90,7 +90,11 @@ def analyze_object(ref: ObjectRef, limits: Limits) -> Analysed:
                 partial(module.analyze, data, limits, ref.media_type),
             )
         except Rejected as rejection:
-            result = rejection
+            # A copy, not the raised exception: its traceback holds every frame of the
+            # decoder (the object's bytes, its decoded arrays) in a cycle through this
+            # frame, which only the cyclic collector frees; across a plan of broken
+            # objects that garbage reached gigabytes.
+            result = Rejected(rejection.stage, rejection.reason)
         except Exception as exc:  # a decoder's own error: keep the batch going
             result = Rejected("decode", reason_for(exc))
     return Analysed(ref, result, time.process_time() - cpu, time.perf_counter() - wall)
@@ -366,6 +370,9 @@ def extract_plan(
             break
         if on_batch is not None:
             on_batch(results[ready])  # type: ignore[arg-type]
+        # What the batch's decoders freed goes back now, not at the end: glibc keeps freed
+        # pages in each thread's heap, and over a long plan they add up to gigabytes.
+        release_memory(collect=False)
     pool.wait()
     release_memory()  # the decoders' buffers and the models' activations
     return [r for r in results if r is not None]

@@ -107,6 +107,11 @@ def load_encoder(model_id: str, kind: str) -> Encoder:
         return encoder
 
 
+LONG_TEXT_CHARS = 512  # longer texts fill most of a window...
+LONG_TEXT_BATCH = 16  # ...and go this many to a batch
+CHARS_PER_TOKEN = 8  # a first guess at a text's head: most tokens cover 3 to 6
+
+
 def embed_texts(
     texts: list[str], model_id: str = DEFAULT_TEXT_MODEL, batch_size: int = 64
 ) -> np.ndarray:
@@ -119,15 +124,61 @@ def embed_texts(
         MAX_TEXT_TOKENS,
     )
 
+    # The model reads max_length tokens, but a tokenizer turns the whole text into tokens
+    # and truncates after, so a long text cost memory and time for tokens the model never
+    # reads (64 texts of 100,000 characters: 1.5 GB and 14 s). A long text goes in as its
+    # head instead: cut at a space, so its tokens are the first of the whole text's, and
+    # lengthened until it fills the window; the model sees the same tokens.
+    def heads(batch: Sequence[str]) -> list[str]:
+        cut = [_head(text, max_length * CHARS_PER_TOKEN) for text in batch]
+        while True:
+            long = [i for i, text in enumerate(batch) if len(cut[i]) < len(text)]
+            if not long:
+                return cut
+            lengths = tokenizer(
+                [cut[i] for i in long], truncation=True, max_length=max_length, return_length=True
+            )["length"]  # fmt: skip
+            short = [i for i, n in zip(long, lengths, strict=True) if n < max_length]
+            if not short:
+                return cut
+            for i in short:
+                cut[i] = _head(batch[i], 4 * len(cut[i]) + 1)
+
     def encode(batch: Sequence[str]) -> torch.Tensor:
         with encoder.lock:
             inputs = tokenizer(
-                list(batch), padding=True, truncation=True, max_length=max_length,
+                heads(batch), padding=True, truncation=True, max_length=max_length,
                 return_tensors="pt",
             )  # fmt: skip
         return _masked_mean(model(**inputs).last_hidden_state, inputs["attention_mask"])
 
-    return _embed_batches(texts, batch_size, encode, _output_dim(model.config, "text"))
+    # Texts go to the model in order of length, so a batch pads to its own longest text
+    # rather than to the longest of the call, and long texts (a full window each) go a
+    # few at a time, so one batch's activations stay a fraction of what 64 would take.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    batches, start = [], 0
+    while start < len(order):
+        size = batch_size
+        if len(texts[order[min(len(order), start + size) - 1]]) > LONG_TEXT_CHARS:
+            size = max(1, min(batch_size, LONG_TEXT_BATCH))
+        batches.append([texts[i] for i in order[start : start + size]])
+        start += size
+    dim = _output_dim(model.config, "text")
+    vectors = np.concatenate(
+        [_embed_batches(batch, len(batch), encode, dim) for batch in batches]
+    ) if batches else np.zeros((0, dim), np.float32)  # fmt: skip
+    unsorted = np.empty_like(vectors)
+    unsorted[order] = vectors
+    return unsorted
+
+
+def _head(text: str, chars: int) -> str:
+    """The text's first ``chars`` characters or fewer, ending at a space where one falls in
+    the second half (a cut inside a word would change that word's tokens)."""
+    if len(text) <= chars:
+        return text
+    space = max(text.rfind(" ", 0, chars + 1), text.rfind("\n", 0, chars + 1))
+    return text[: space if space > chars // 2 else chars]
 
 
 def embed_images(images: list[np.ndarray], model_id: str, batch_size: int = 32) -> np.ndarray:

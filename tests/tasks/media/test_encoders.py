@@ -93,6 +93,25 @@ def test_texts_in_batches_match_one_batch() -> None:
     np.testing.assert_allclose(embed_texts(texts, batch_size=1), one_batch, atol=1e-5)
 
 
+LONG_TEXTS = [
+    "The quick brown fox jumps over the lazy dog. " * 3000,  # prose: about 5 characters a token
+    "x," * 50_000,  # a token per character
+    "a " + "y" * 30_000 + " end",  # one word longer than any head
+    " " * 20_000 + "words after a run of spaces " * 40,  # the head's first guess holds no token
+    "short caption",
+]
+
+
+def test_long_texts_embed_from_their_head_exactly_as_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long text goes to the tokenizer as its head (memory and time for tokens the model
+    reads, not for the whole text): the embedding is the whole text's."""
+    from tasks.media import encoders
+
+    from_heads = embed_texts(LONG_TEXTS)
+    monkeypatch.setattr(encoders, "CHARS_PER_TOKEN", 10**9)  # every text whole
+    np.testing.assert_allclose(from_heads, embed_texts(LONG_TEXTS), atol=1e-6)
+
+
 def test_empty_inputs_give_empty_matrices(tiny_image_model: str, tiny_audio_model: str) -> None:
     assert embed_texts([]).shape == (0, 384)
     assert embed_images([], tiny_image_model).shape == (0, 48)
