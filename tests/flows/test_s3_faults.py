@@ -6,10 +6,8 @@ once the store is healthy again."""
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import http.server
-import shutil
 import socket
 import struct
 import threading
@@ -121,7 +119,10 @@ def proxy_handler(upstream: int, faults: Faults) -> type[http.server.BaseHTTPReq
 
 def objects(lake: Path) -> dict[str, str]:
     with duckdb.connect(str(lake / CATALOG_FILE), read_only=True) as con:
-        rows = con.execute("SELECT uri, status FROM objects").fetchall()
+        # An object first filed under its URI (unreadable) is superseded by its content's id.
+        rows = con.execute(
+            "SELECT uri, status FROM objects WHERE status <> 'superseded'"
+        ).fetchall()
     return {uri.rsplit("/", 1)[-1]: status for uri, status in rows}
 
 
@@ -178,8 +179,6 @@ def runs(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             storage.reset_s3_clients()
             proxy.shutdown()
             moto.stop()
-            with contextlib.suppress(Exception):
-                shutil.rmtree(tmp_path_factory.getbasetemp() / "lake", ignore_errors=True)
 
 
 def test_faults_were_injected(runs: dict[str, Any]) -> None:
