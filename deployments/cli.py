@@ -713,9 +713,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"braid {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        print(f"braid {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"braid {args.command}: error: {_explain(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _explain(exc: Exception) -> str:
+    """One line for a failed command; a lost Prefect API says which and what it means."""
+    text = f"{type(exc).__name__}: {exc}"
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.TransportError):
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL") or "the Prefect API"
+        return (
+            f"lost the Prefect API at {url} ({text}) and gave up after the client's retries "
+            "(PREFECT_CLIENT_MAX_RETRIES); what had landed is kept, and the next run "
+            "completes the rest"
+        )
+    return text
 
 
 # Commands whose process holds torch, transformers and Great Expectations: tearing those

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -454,7 +455,8 @@ def process(
     with lake_lock(
         settings.lake, run_id, settings.lock_timeout_s, on_wait=logger.warning,
         on_stale=logger.warning,
-    ):  # fmt: skip
+    ) as previous:  # fmt: skip
+        close_orphaned_run(previous, run_id, logger)
         removed = remove_stale_staging(settings.lake, run_id)
         if removed:
             logger.info("removed staging left by %d crashed runs: %s", len(removed), removed)
@@ -462,6 +464,51 @@ def process(
             return _process_locked(found, settings, run_id, costs or CostLog(run_id), redrive)
         finally:
             shutil.rmtree(staging_dir(settings.lake, run_id), ignore_errors=True)
+
+
+def close_orphaned_run(previous: dict[str, Any], run_id: str, logger: Any) -> None:
+    """Mark the lake's previous writer Crashed in the API if it is still shown as running
+    though its process is gone: a run whose Prefect API stopped answering (a restart, an
+    outage past the client's retries) ends without being able to say so, and would stay
+    "Running" in the UI forever. Only a process on this host can be known to be gone."""
+    previous_id = str(previous.get("run_id", ""))
+    pid = previous.get("pid")
+    if previous_id in ("", run_id, "local") or previous.get("host") != socket.gethostname():
+        return
+    if isinstance(pid, int) and _process_alive(pid):
+        return  # it released the lake and is finishing its run: its own state will follow
+    from uuid import UUID
+
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(UUID(previous_id)).state
+            if state is None or state.is_final():
+                return
+            client.set_flow_run_state(
+                UUID(previous_id),
+                Crashed(message=(
+                    f"its process (pid {pid}) ended without reporting how: it had lost the "
+                    f"Prefect API; run {run_id} took over the lake and completes its work"
+                )),
+                force=True,
+            )  # fmt: skip
+    except Exception as exc:  # not one of this API's runs, or it cannot be read: leave it
+        logger.debug("previous writer %s not closed: %s", previous_id, exc)
+        return
+    logger.warning("marked run %s Crashed: its process ended while it was shown %s",
+                   previous_id, state.name)  # fmt: skip
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _process_locked(

@@ -54,9 +54,12 @@ def lake_lock(
     on_wait: Callable[[str], None] = print,
     on_stale: Callable[[str], None] = print,
     poll_s: float = 0.5,
-) -> Iterator[None]:
+) -> Iterator[dict[str, Any]]:
     """Hold the lake's writer lock for the body; wait for another holder up to ``timeout_s``
-    seconds (None: as long as it takes; 0: not at all), then raise LakeBusy."""
+    seconds (None: as long as it takes; 0: not at all), then raise LakeBusy.
+
+    Yields the previous holder's record (``run_id``, ``pid``, ``host``, ``since`` and
+    ``released``; empty for a new lake), so the new holder can tidy up after it."""
     root = Path(lake)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOCK_FILE, "a+", encoding="utf-8") as handle:
@@ -83,7 +86,7 @@ def lake_lock(
         _write(handle, {"run_id": run_id, "pid": os.getpid(), "host": socket.gethostname(),
                         "since": datetime.now(UTC).isoformat(timespec="seconds")})  # fmt: skip
         try:
-            yield
+            yield previous
         finally:
             _write(handle, {**_holder(handle), "released": True})
             fcntl.flock(handle, fcntl.LOCK_UN)
