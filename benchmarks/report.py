@@ -66,6 +66,15 @@ ROWS: dict[str, list[Row]] = {
         ("process_start_s", "of which: the flow run's process starting", "s"),
         ("flow_run_s", "of which: the flow run", "s"),
     ],
+    "i_notification_storm": [
+        ("http_events_per_s", "HTTP bridge: notifications accepted per second (8 senders)", "n"),
+        ("sqs_events_per_s", "SQS bridge: messages emitted and deleted per second", "n"),
+        ("sent_s", "every notification accepted, from the first sent", "s"),
+        ("to_all_landed_s", "every object landed, from the first notification", "s"),
+        ("landed_share", "objects landed ÷ objects announced", "%"),
+        ("duplicate_rows", "object rows over one per object", "n"),
+        ("ingest_runs", "ingest runs the storm caused", "n"),
+    ],
 }
 
 

@@ -25,7 +25,7 @@ from benchmarks import data
 from benchmarks.measure import Measured, clean_env, machine, profile_process, run_process
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("a", "b", "c", "d", "e", "f", "g", "h")
+FIGURES = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
 KEYS = {
     "a": "a_end_to_end",
     "b": "b_throughput",
@@ -35,6 +35,7 @@ KEYS = {
     "f": "f_similarity",
     "g": "g_event_latency",
     "h": "h_photo_job",
+    "i": "i_notification_storm",
 }
 # prefect.yaml: the ingest triggers' window (`within: 10`, and `schedule_after: PT10S` on the second).
 WINDOW_S = 10.0
@@ -59,6 +60,7 @@ class Scale:
     own_prefect_home: bool = True
     dask_workers: int | None = None
     captions_in_memory_sets: bool = True
+    storm_notifications: int = 0  # i: objects announced over HTTP and SQS; 0 skips i
     seed: int = 0
 
 
@@ -68,7 +70,18 @@ SCALES = {
     # that stack's API server on two cores.
     "tiny": Scale("tiny", 2, 8, (10, 40), 10_000, 0, False, (6,), 1, False, False, 1, False),
     "quick": Scale("quick", 40, 120, (100, 1000), 100_000, 0, False, (200,), 1),
-    "full": Scale("full", 1000, 600, (1000, 10_000), 1_000_000, 3, True, (1000, 5000), 3),
+    "full": Scale(
+        "full",
+        1000,
+        600,
+        (1000, 10_000),
+        1_000_000,
+        3,
+        True,
+        (1000, 5000),
+        3,
+        storm_notifications=1000,
+    ),
 }
 
 
@@ -883,6 +896,118 @@ def figure_g(work: Path, scale: Scale) -> dict[str, Any]:
     }
 
 
+def figure_i(work: Path, scale: Scale) -> dict[str, Any]:
+    """A storm of S3 notifications through `braid bridge` (HTTP and SQS) into `braid up`."""
+    title = "i. 1,000 S3 notifications in a minute, over HTTP and SQS, into braid up"
+    n = scale.storm_notifications
+    if n == 0:
+        return {"title": title, "skipped": f"not at the {scale.name} scale (starts a whole stack)"}
+    import contextlib
+    import os
+    import subprocess
+    import sys
+
+    import boto3
+    import duckdb
+    from moto.server import ThreadedMotoServer
+
+    from benchmarks.storm import notify, put_objects
+    from deployments.up import Stack, stop, up
+
+    moto_port, bridge_port, secret = free_port(), free_port(), "benchmark-secret"
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+    moto.start()
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in aws}
+    os.environ.update(aws)  # the stack's workers read the bucket through moto too
+    root = work / "storm"
+    stack = Stack(home=root / "home", landing=root / "landing", lake=root / "lake",
+                  port=free_port())  # fmt: skip
+    bridges: list[subprocess.Popen[bytes]] = []
+    started: dict[str, dict[str, object]] = {}
+    try:
+        s3, sqs = boto3.client("s3"), boto3.client("sqs")
+        s3.create_bucket(Bucket="storm")
+        queue = sqs.create_queue(QueueName="braid-storm")["QueueUrl"]
+        say(f"i: putting {n} objects in the bucket; starting braid up and two bridges")
+        records = put_objects(s3, "storm", "landing", n)
+        started = up(stack)
+        env = {**os.environ, "PREFECT_API_URL": stack.api_url, "BRAID_BRIDGE_SECRET": secret}
+        for args in (["--port", str(bridge_port)], ["--sqs-queue-url", queue]):
+            bridges.append(subprocess.Popen(
+                [sys.executable, "-m", "deployments.cli", "bridge", *args], env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))  # fmt: skip
+
+        def healthy() -> bool:
+            import httpx
+
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"http://127.0.0.1:{bridge_port}/health").status_code == 200
+            return False
+
+        wait_until(healthy, 60, "the bridge")
+        say(f"i: {n} notifications (and a tenth again), half over HTTP, half over SQS")
+        storm = notify(records, f"http://127.0.0.1:{bridge_port}", secret, sqs, queue)
+        wait_until(lambda: landed_objects(stack.lake) >= n, 1200, "the storm to land", every=1)
+        all_landed = time.time()
+        time.sleep(WINDOW_S + 5)  # any run the storm's tail triggered is created by then
+        with duckdb.connect(str(stack.lake / "braid.duckdb"), read_only=True) as con:
+            rows, distinct = con.execute(
+                "SELECT count(*), count(DISTINCT uri) FROM objects WHERE status = 'landed'"
+            ).fetchone() or (0, 0)
+        from prefect.client.orchestration import SyncPrefectClient
+
+        with SyncPrefectClient(stack.api_url) as client:
+            runs = len(ingest_runs(client))
+    finally:
+        for bridge in bridges:
+            bridge.terminate()
+            bridge.wait(30)
+        if started:
+            stop(started)
+        moto.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    bound = 2 * (int(storm.seconds // WINDOW_S) + 2)
+    measures = {
+        "http_events_per_s": storm.http_events_per_s,
+        "sqs_events_per_s": storm.sqs_events_per_s,
+        "sent_s": storm.seconds,
+        "to_all_landed_s": all_landed - storm.started,
+        "landed_share": distinct / n,
+        "duplicate_rows": float(rows - distinct),
+        "ingest_runs": float(runs),
+        "runs_bound": float(bound),
+    }
+    return {
+        "title": title,
+        "parts": {
+            "objects": n,
+            "http_notifications": storm.http_notifications,
+            "sqs_notifications": storm.sqs_notifications,
+            "senders": 8,
+        },
+        "measures": measures,
+        "targets": [
+            target("http_events_per_s", measures["http_events_per_s"], ">=", 200.0),
+            target("sqs_events_per_s", measures["sqs_events_per_s"], ">=", 200.0),
+            target("sent_s", measures["sent_s"], "<=", 60.0),
+            target("landed_share", measures["landed_share"], ">=", 1.0),
+            target("duplicate_rows", measures["duplicate_rows"], "<=", 0.0),
+            target("ingest_runs", measures["ingest_runs"], "<=", float(bound)),
+        ],
+    }
+
+
 def _median(values: Iterable[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -1055,6 +1180,7 @@ def run_all(scale: Scale, work: Path, only: Iterable[str] = FIGURES) -> dict[str
                 figures[KEYS[key]] = figure
     steps: dict[str, Callable[[Path, Scale], dict[str, Any]]] = {
         "c": figure_c, "e": figure_e, "f": figure_f, "g": figure_g, "h": figure_h,
+        "i": figure_i,
     }  # fmt: skip
     for key, step in steps.items():
         if key in chosen:

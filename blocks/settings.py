@@ -65,6 +65,16 @@ class BraidSettings(Block):
             "a batch should hold seconds of work."
         ),
     )
+    child_batch_size: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "Objects per child run with fan_out 'deployments'. A child run is a process "
+            "(on ECS a task) that imports torch and loads its models before any work, "
+            "seconds of fixed cost, so it takes many batches and extracts them batch_size "
+            "at a time; a modality with more objects gets several child runs."
+        ),
+    )
     dask_address: str | None = Field(
         default=None,
         description="Address of an existing Dask scheduler (tcp://...); empty starts a local cluster.",
@@ -214,6 +224,9 @@ class RunOptions(BaseModel):
         None, description="Audio encoder: Hugging Face id or local path."
     )
     batch_size: int | None = Field(None, description="Objects per batch.")
+    child_batch_size: int | None = Field(
+        None, description="Objects per child run with fan_out 'deployments'."
+    )
     dask_address: str | None = Field(None, description="Address of an existing Dask scheduler.")
     dask_workers: int | None = Field(None, description="Workers of the local Dask cluster.")
     fan_out: str | None = Field(None, description="'local' or 'deployments'.")

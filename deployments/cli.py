@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bridge.add_argument("--sqs-queue-url", metavar="URL", help="SQS queue to consume")
     bridge.add_argument(
+        "--sqs-consumers",
+        type=_positive,
+        default=4,
+        metavar="N",
+        help="receive loops polling the queue at once; their emits share requests (default 4)",
+    )
+    bridge.add_argument(
         "--aws-credentials-block",
         metavar="NAME",
         help="prefect-aws AwsCredentials block for SQS (default: boto3's usual chain, "
@@ -196,6 +203,11 @@ def _processing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-model", help="image encoder: Hugging Face id or local path")
     parser.add_argument("--audio-model", help="audio encoder: Hugging Face id or local path")
     parser.add_argument("--batch-size", type=_positive, help="objects per batch (default 128)")
+    parser.add_argument(
+        "--child-batch-size",
+        type=_positive,
+        help="objects per child run with --fan-out deployments (default 1024)",
+    )
     parser.add_argument("--dask-address", help="use an existing Dask scheduler (tcp://host:8786)")
     parser.add_argument("--dask-workers", type=_positive, help="workers of the local Dask cluster")
     parser.add_argument(
@@ -251,6 +263,7 @@ def _processing_parameters(args: argparse.Namespace) -> dict[str, Any]:
         image_model=args.image_model,
         audio_model=args.audio_model,
         batch_size=args.batch_size,
+        child_batch_size=args.child_batch_size,
         dask_address=args.dask_address,
         dask_workers=args.dask_workers,
         quality_policy=args.quality_policy,
@@ -648,21 +661,27 @@ def cmd_bridge(args: argparse.Namespace) -> None:
     def consume() -> None:
         bridge.consume_sqs(args.sqs_queue_url, emit_objects_created, client=client, stop=stop)
 
-    consumer = None
-    if client is not None:
-        print(f"braid bridge: consuming {args.sqs_queue_url}", flush=True)
-        if app is None:
-            consume()
-            return
-        consumer = threading.Thread(target=consume, name="braid-sqs", daemon=True)
+    # Several receive loops: one loop waits on each receive, emit and delete in turn, so
+    # its rate is one receive's worth (10 messages) per round trip; boto3's clients are
+    # thread-safe and the loops' emits go to the API together.
+    consumers = [
+        threading.Thread(target=consume, name=f"braid-sqs-{i}", daemon=True)
+        for i in range(args.sqs_consumers if client is not None else 0)
+    ]
+    if consumers:
+        print(f"braid bridge: consuming {args.sqs_queue_url} ({len(consumers)} loops)", flush=True)
+    for consumer in consumers:
         consumer.start()
-    print(f"braid bridge: POST http://{args.host}:{port}/events", flush=True)
-    assert app is not None  # serve_http made it
     try:
+        if app is None:
+            while any(c.is_alive() for c in consumers):
+                stop.wait(0.5)
+            return
+        print(f"braid bridge: POST http://{args.host}:{port}/events", flush=True)
         bridge.serve(app, args.host, port)
     finally:
         stop.set()
-        if consumer is not None:
+        for consumer in consumers:
             consumer.join(timeout=30)
 
 

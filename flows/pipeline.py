@@ -48,6 +48,7 @@ from tasks.ingest.extract import (
     extract_batch,
     extract_plan,
     failed_batch,
+    merge_batches,
     plan_batches,
     usable_cores,
 )
@@ -358,19 +359,21 @@ def process_batch(
     dask_address: str | None = None,
     dask_workers: int | None = None,
     aws_credentials_block: str | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, int]:
-    """One modality batch on its own work pool: extract it on Dask and stage the rows.
+    """One modality's share of an ingest run on its own work pool: extract it on Dask,
+    ``batch_size`` objects per task, and stage the rows.
 
-    The parent (the ingest run) validates and lands every batch once all have finished,
-    so a table's quality gate sees the whole table and lands it at once.
+    The parent (the ingest run) validates and lands every child's rows once all have
+    finished, so a table's quality gate sees the whole table and lands it at once.
     """
     use_credentials_block(aws_credentials_block)
     runner = dask_runner(dask_address, dask_workers)
-    plan = lake.stage_plan(staging, part, [(modality, refs)])
+    plan = lake.stage_plan(staging, part, plan_batches(refs, batch_size or len(refs)))
     extracted = extract_modalities.with_options(task_runner=runner)(
         plan, models, limits, parent_run_id
     )
-    (result,) = extracted[modality]
+    result = merge_batches(modality, extracted[modality])
     lake.stage_frames(
         staging,
         part,
@@ -407,6 +410,7 @@ def run_batch_deployment(
             "part": part,
             "parent_run_id": run_id,
             "aws_credentials_block": settings.aws_credentials_block,
+            "batch_size": settings.batch_size,
         },
         timeout=None,
         poll_interval=2,
@@ -532,7 +536,10 @@ def _process_locked(
             # threads: an import holds the GIL they decode under.)
             prepare_in_background()
         if settings.fan_out == "deployments" and not small:
-            extracted = fan_out_to_deployments(batches, settings, run_id)
+            # A child run is a process (an ECS task) that loads its models before any
+            # work: it gets up to child_batch_size objects, batch_size per Dask task.
+            children = plan_batches(work.extract, settings.child_batch_size)
+            extracted = fan_out_to_deployments(children, settings, run_id)
         elif uses_dask_cluster(settings) and not small:
             runner = dask_runner(settings.dask_address, settings.dask_workers)
             staging = staging_dir(settings.lake, run_id)

@@ -484,6 +484,17 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def merge_batches(modality: str, results: list[BatchResult]) -> BatchResult:
+    """One modality's batch results as one (a child run's, staged for its parent)."""
+    return BatchResult(
+        modality,
+        features=pl.concat([r.features for r in results]),
+        quarantine=pl.concat([r.quarantine for r in results]),
+        objects=pl.concat([r.objects for r in results]),
+        costs=pl.concat([r.costs for r in results]),
+    )
+
+
 def plan_batches(refs: list[ObjectRef], batch_size: int) -> list[tuple[str, list[ObjectRef]]]:
     """Group new objects by modality and cut each group into batches."""
     by_modality: dict[str, list[ObjectRef]] = defaultdict(list)

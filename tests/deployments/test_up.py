@@ -3,6 +3,7 @@ a process worker, the folder watcher), files dropped into the landing folder, `b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 DEBOUNCE_S = 10  # prefect.yaml: within and schedule_after
 STORM_EVENTS = 200
+STORM_OBJECTS = 200  # notifications: half over HTTP, half over SQS, a tenth of each twice
 
 
 def free_port() -> int:
@@ -269,16 +272,7 @@ def test_s3_uploads_notified_through_the_bridge_over_http_and_sqs_land(
     sqs = boto3.client("sqs")
     queue = sqs.create_queue(QueueName="braid-uploads")["QueueUrl"]
     secret = "s3cret-for-the-test"
-    env = {**os.environ, "PREFECT_API_URL": stack["api"], "BRAID_BRIDGE_SECRET": secret}
-    port = free_port()
-    bridges = [
-        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--port", str(port)],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--sqs-queue-url", queue],
-                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-    ]  # fmt: skip
-    try:
-        wait_for(lambda: _healthy(f"http://127.0.0.1:{port}/health"), 60, "the bridge")
+    with bridges(stack["api"], queue, secret) as port:
         # S3 → HTTP bridge (an S3 event notification, as S3 → SNS/webhook relays send it),
         # and S3 → SQS → bridge; both bursts fall in one debounce window, so one ingest run.
         records = upload(s3, samples / "sample-0003", "uploads")
@@ -295,15 +289,77 @@ def test_s3_uploads_notified_through_the_bridge_over_http_and_sqs_land(
             QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
         assert attributes["ApproximateNumberOfMessages"] == "0"  # deleted once emitted
-    finally:
-        for bridge in bridges:
-            bridge.terminate()
-            bridge.wait(30)
     with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
         rows = con.execute(
             "SELECT count(*), count(DISTINCT object_id) FROM image_features WHERE uri LIKE 's3://uploads/landing/%'"
         ).fetchone()
     assert rows == (2, 2)
+
+
+@contextlib.contextmanager
+def bridges(api: str, queue: str, secret: str) -> Iterator[int]:
+    """`braid bridge` twice, as deployed: an HTTP endpoint (its port yielded) and an SQS consumer."""
+    env = {**os.environ, "PREFECT_API_URL": api, "BRAID_BRIDGE_SECRET": secret}
+    port = free_port()
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--port", str(port)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--sqs-queue-url", queue],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        wait_for(lambda: _healthy(f"http://127.0.0.1:{port}/health"), 60, "the bridge")
+        yield port
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+
+
+def test_a_notification_storm_over_http_and_sqs_lands_each_object_once_in_bounded_runs(
+    stack, moto_s3, monkeypatch
+) -> None:
+    import boto3
+
+    from benchmarks.storm import notify, put_objects
+
+    for name, value in moto_s3.items():
+        monkeypatch.setenv(name, value)
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    s3.create_bucket(Bucket="storm")
+    queue = sqs.create_queue(QueueName="braid-storm")["QueueUrl"]
+    records = put_objects(s3, "storm", "landing", STORM_OBJECTS)
+    before = {r.id for r in flow_runs(stack["api"], "ingest")}
+    with bridges(stack["api"], queue, "storm-secret") as port:
+        storm = notify(records, f"http://127.0.0.1:{port}", "storm-secret", sqs, queue)
+    # Every notification, and every redelivery, was accepted (202, or deleted from the queue).
+    assert storm.http_notifications + storm.sqs_notifications == STORM_OBJECTS + STORM_OBJECTS // 10
+
+    def storm_landed() -> int:
+        try:
+            with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
+                return con.execute(
+                    "SELECT count(*) FROM objects WHERE uri LIKE 's3://storm/%'"
+                ).fetchone()[0]
+        except duckdb.Error:
+            return 0
+
+    wait_for(lambda: storm_landed() >= STORM_OBJECTS, 600, "the storm's objects to land")
+    time.sleep(DEBOUNCE_S + 5)  # let any run the storm's tail triggered be created
+    with duckdb.connect(str(stack["lake"] / CATALOG_FILE), read_only=True) as con:
+        objects = con.execute(
+            "SELECT count(*), count(DISTINCT uri), count(*) FILTER (status = 'landed') "
+            "FROM objects WHERE uri LIKE 's3://storm/%'"
+        ).fetchone()
+        texts = con.execute(
+            "SELECT count(*), count(DISTINCT object_id) FROM text_features "
+            "WHERE uri LIKE 's3://storm/%'"
+        ).fetchone()
+    assert objects == (STORM_OBJECTS,) * 3  # each exactly once, every one landed
+    assert texts == (STORM_OBJECTS,) * 2
+    new = [r for r in flow_runs(stack["api"], "ingest") if r.id not in before]
+    # Bounded like a storm of watcher events: two runs per window the storm spans, plus two.
+    assert 1 <= len(new) <= 2 * (int(storm.seconds // DEBOUNCE_S) + 2), (len(new), storm)
 
 
 def _healthy(url: str) -> bool:

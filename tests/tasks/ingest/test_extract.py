@@ -21,6 +21,7 @@ from tasks.ingest.extract import (
     extract_plan,
     failed_batch,
     interleave,
+    merge_batches,
     plan_batches,
 )
 from tasks.lake.tables import OBJECTS, QUARANTINE, TABLES, feature_table
@@ -258,6 +259,23 @@ def test_a_failed_child_batch_quarantines_every_object_with_the_reason(refs) -> 
     assert set(result.quarantine["reason"]) == {"child flow run x (braid-audio) ended crashed: OOM"}
     assert set(result.objects["status"]) == {"quarantined"}
     assert result.objects.height == len(batch)
+
+
+def test_a_child_runs_batches_merge_into_the_rows_of_one_batch(refs) -> None:
+    """A child run extracts its objects batch_size at a time and stages them as one."""
+    batch = refs["image"]
+    whole = extract_batch("image", batch, Models(), Limits(), RUN)
+    parts = [extract_batch("image", batch[i : i + 1], Models(), Limits(), RUN)
+             for i in range(len(batch))]  # fmt: skip
+    merged = merge_batches("image", parts)
+    assert merged.modality == "image"
+    for name in ("features", "quarantine", "objects"):
+        got, want = getattr(merged, name), getattr(whole, name)
+        keep = [
+            c for c in want.columns if c not in ("landed_at", "discovered_at", "quarantined_at")
+        ]
+        assert got.select(keep).sort("object_id").equals(want.select(keep).sort("object_id")), name
+    assert merged.costs.height == whole.costs.height
 
 
 @pytest.mark.parametrize(
