@@ -475,23 +475,26 @@ def close_orphaned_run(previous: dict[str, Any], run_id: str, logger: Any) -> No
     though its process is gone: a run whose Prefect API stopped answering (a restart, an
     outage past the client's retries) ends without being able to say so, and would stay
     "Running" in the UI forever. Only a process on this host can be known to be gone."""
-    previous_id = str(previous.get("run_id", ""))
+    from uuid import UUID
+
     pid = previous.get("pid")
-    if previous_id in ("", run_id, "local") or previous.get("host") != socket.gethostname():
+    try:  # a flow run's id; not a command's (`braid models prune`) or a run without an API
+        previous_id = UUID(str(previous.get("run_id", "")))
+    except ValueError:
+        return
+    if str(previous_id) == run_id or previous.get("host") != socket.gethostname():
         return
     if isinstance(pid, int) and _process_alive(pid):
         return  # it released the lake and is finishing its run: its own state will follow
-    from uuid import UUID
-
     from prefect.states import Crashed
 
     try:
         with get_client(sync_client=True) as client:
-            state = client.read_flow_run(UUID(previous_id)).state
+            state = client.read_flow_run(previous_id).state
             if state is None or state.is_final():
                 return
             client.set_flow_run_state(
-                UUID(previous_id),
+                previous_id,
                 Crashed(message=(
                     f"its process (pid {pid}) ended without reporting how: it had lost the "
                     f"Prefect API; run {run_id} took over the lake and completes its work"
