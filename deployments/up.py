@@ -23,6 +23,7 @@ from typing import IO
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "braid-process"  # ingest and backfill
+CHILD_POLL_S = "3"  # how often the modality pools' workers ask for child runs
 MODALITY_POOLS = tuple(f"braid-{m}" for m in ("image", "text", "audio", "video", "timeseries"))
 STATE_FILE = "up.json"
 
@@ -86,11 +87,15 @@ def _log(stack: Stack, name: str) -> IO[bytes]:
 
 
 def _start(
-    stack: Stack, name: str, args: list[str], started: dict[str, dict[str, object]]
+    stack: Stack,
+    name: str,
+    args: list[str],
+    started: dict[str, dict[str, object]],
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     log = _log(stack, name)
     process = subprocess.Popen(
-        args, cwd=PROJECT_ROOT, env=stack.env(), stdout=log, stderr=subprocess.STDOUT,
+        args, cwd=PROJECT_ROOT, env=stack.env() | (env or {}), stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C in this terminal reaches us; we stop children ourselves
     )  # fmt: skip
     started[name] = {"pid": process.pid, "args": args}
@@ -168,6 +173,12 @@ def up(stack: Stack) -> dict[str, dict[str, object]]:
                 name,
                 _prefect("worker", "start", "--pool", pool, "--type", "process"),
                 started,
+                # Each poll is two writes to the server's SQLite (the queue's and the
+                # deployments' last poll). Seven workers polling every second made a
+                # write transaction that read first fail ("database is locked") often
+                # enough that creating a child run took its client's back-off of two
+                # minutes. Child runs wait for their worker's next poll: 3 s at most.
+                env=None if pool == WORK_POOL else {"PREFECT_WORKER_QUERY_SECONDS": CHILD_POLL_S},
             )
         _start(
             stack,

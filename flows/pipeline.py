@@ -361,18 +361,22 @@ def process_batch(
     aws_credentials_block: str | None = None,
     batch_size: int | None = None,
 ) -> dict[str, int]:
-    """One modality's share of an ingest run on its own work pool: extract it on Dask,
-    ``batch_size`` objects per task, and stage the rows.
+    """One modality's share of an ingest run on its own work pool: extract it
+    ``batch_size`` objects per batch, on threads of this process (one copy of the
+    modality's models) or, when a cluster is named or sized, on Dask; stage the rows.
 
     The parent (the ingest run) validates and lands every child's rows once all have
     finished, so a table's quality gate sees the whole table and lands it at once.
     """
     use_credentials_block(aws_credentials_block)
-    runner = dask_runner(dask_address, dask_workers)
-    plan = lake.stage_plan(staging, part, plan_batches(refs, batch_size or len(refs)))
-    extracted = extract_modalities.with_options(task_runner=runner)(
-        plan, models, limits, parent_run_id
-    )
+    batches = plan_batches(refs, batch_size or len(refs))
+    if dask_address or dask_workers:
+        runner = dask_runner(dask_address, dask_workers)
+        extracted = extract_modalities.with_options(task_runner=runner)(
+            lake.stage_plan(staging, part, batches), models, limits, parent_run_id
+        )
+    else:  # a child run is already its own process (an ECS task): no cluster to start
+        extracted = extract_in_process(unwalked(batches), models, limits, parent_run_id)
     result = merge_batches(modality, extracted[modality])
     lake.stage_frames(
         staging,
