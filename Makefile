@@ -19,7 +19,7 @@ export GX_ANALYTICS_ENABLED := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv demo test check format clean bench bench-quick soak
+.PHONY: help venv demo test test-all check format clean bench bench-quick soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,11 +43,14 @@ demo: venv ## make sample data, run the whole pipeline, print a SQL summary
 	$(BIN)/braid quality --lake $(LAKE)
 	$(BIN)/braid search --lake $(LAKE) -k 3 "a cat lying down"
 
-# Two pytest workers, one test file each at a time: the end-to-end stack test mostly waits
-# on debounce windows and child runs, so the rest of the suite runs beside it.
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# Three pytest workers on two cores, one test file each at a time: the end-to-end stack
+# test mostly waits on debounce windows and child runs, so two run beside it.
+PYTEST_ARGS ?= -n 3 --dist loadfile
 
-test: venv ## run the whole test suite (unit, flow and end-to-end)
+test: venv ## run the test suite CI runs (unit, flow and end-to-end; under 20 minutes with install)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: venv ## run every test, the `slow` ones too (make test plus about 6 more minutes of scenarios)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: venv ## lint, format check and type check

@@ -52,6 +52,8 @@ class Measured:
     cpu_by_process: dict[str, float] = field(default_factory=dict)
     # The peak RSS of the largest single process in the tree, sampled likewise.
     peak_process_rss_mb: float = 0.0
+    # Each process in the tree when the total peaked: (kind, RSS MB).
+    processes_at_peak: list[tuple[str, float]] = field(default_factory=list)
 
     def check(self) -> Measured:
         if self.returncode != 0:
@@ -86,6 +88,7 @@ def run_process(
             args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         peak = largest = 0.0
+        at_peak: list[tuple[str, float]] = []  # (kind, MB) of each process at the peak
         cpu: dict[int, tuple[str, float]] = {}
         done = threading.Event()
 
@@ -95,6 +98,7 @@ def run_process(
                 root = psutil.Process(process.pid)
                 while not done.is_set():
                     total = 0
+                    members: list[tuple[str, float]] = []
                     with contextlib.suppress(psutil.Error):
                         for member in [root, *root.children(recursive=True)]:
                             with contextlib.suppress(psutil.Error):
@@ -104,7 +108,10 @@ def run_process(
                                 times = member.cpu_times()
                                 kind = "main" if member is root else process_kind(member.cmdline())
                                 cpu[member.pid] = (kind, times.user + times.system)
-                    peak = max(peak, total / 2**20)
+                                members.append((kind, rss / 2**20))
+                    if total / 2**20 > peak:
+                        peak = total / 2**20
+                        at_peak[:] = members
                     done.wait(sample_every)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -131,6 +138,7 @@ def run_process(
         output=output,
         cpu_by_process=cpu_by_kind(cpu.values()),
         peak_process_rss_mb=largest,
+        processes_at_peak=[(kind, round(mb, 1)) for kind, mb in at_peak],
     )
 
 

@@ -403,6 +403,7 @@ def soak(work: Path, files: int, seed: int = 0, timeout_s: float = 3600.0) -> di
             n for _, reason, n in (recorded or {}).get("reasons", []) if "decode budget" in reason
         ),
         "peak_rss_gib": round(run.peak_tree_rss_mb / 1024, 3),
+        "processes_at_peak": run.processes_at_peak,
         "wall_s": round(run.wall_s, 1),
         "cpu_s": round(run.cpu_s, 1),
         "reasons": [list(r) for r in (recorded or {}).get("reasons", [])],

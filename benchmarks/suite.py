@@ -938,9 +938,11 @@ def figure_i(work: Path, scale: Scale) -> dict[str, Any]:
         records = put_objects(s3, "storm", "landing", n)
         started = up(stack)
         env = {**os.environ, "PREFECT_API_URL": stack.api_url, "BRAID_BRIDGE_SECRET": secret}
-        for args in (["--port", str(bridge_port)], ["--sqs-queue-url", queue]):
+        for name, args in (("http", ["--port", str(bridge_port)]),
+                           ("sqs", ["--sqs-queue-url", queue])):  # fmt: skip
+            spool = ["--spool", str(root / f"spool-{name}.sqlite")]
             bridges.append(subprocess.Popen(
-                [sys.executable, "-m", "deployments.cli", "bridge", *args], env=env,
+                [sys.executable, "-m", "deployments.cli", "bridge", *args, *spool], env=env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
 

@@ -153,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="prefect-aws AwsCredentials block for SQS (default: boto3's usual chain, "
         "AWS_ENDPOINT_URL and AWS_DEFAULT_REGION included)",
     )
+    spooling = bridge.add_mutually_exclusive_group()
+    spooling.add_argument(
+        "--spool",
+        type=Path,
+        metavar="FILE",
+        help="SQLite outbox: a notification is acknowledged once its events are committed "
+        "there, and a forwarder sends them to the API in batches (default: "
+        "~/.cache/braid/bridge-<endpoint>.sqlite; one file per bridge process)",
+    )
+    spooling.add_argument(
+        "--no-spool",
+        action="store_true",
+        help="acknowledge only once the Prefect API took the events (the bridge then runs "
+        "at the API's pace)",
+    )
     api = commands.add_parser(
         "api",
         help="serve the lake over a read-only HTTP API (samples, objects, search, stats)",
@@ -628,15 +643,14 @@ def cmd_bridge(args: argparse.Namespace) -> None:
 
     from deployments import bridge
     from deployments.events import emit_objects_created
+    from deployments.spool import Spool
 
     serve_http = args.sqs_queue_url is None or args.port is not None
     port = args.port or bridge.DEFAULT_PORT
-    app = None
+    secret = None
     if serve_http:
         try:
-            app = bridge.make_app(
-                bridge.load_secret(args.secret_block), emit_objects_created, args.max_body
-            )
+            secret = bridge.load_secret(args.secret_block)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
     client = None
@@ -650,6 +664,14 @@ def cmd_bridge(args: argparse.Namespace) -> None:
             raise CommandError(f"cannot use SQS queue {args.sqs_queue_url}: {exc}") from exc
     from prefect.settings import PREFECT_API_URL
 
+    spool = None if args.no_spool else Spool(args.spool or default_spool(args, serve_http, port))
+    emit = emit_objects_created if spool is None else spool.put
+    app = None
+    if secret is not None:
+        try:
+            app = bridge.make_app(secret, emit, args.max_body)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(f"braid bridge: emitting to {PREFECT_API_URL.value() or 'a temporary local Prefect API'}")
     stop = threading.Event()
@@ -659,7 +681,7 @@ def cmd_bridge(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def consume() -> None:
-        bridge.consume_sqs(args.sqs_queue_url, emit_objects_created, client=client, stop=stop)
+        bridge.consume_sqs(args.sqs_queue_url, emit, client=client, stop=stop)
 
     # Several receive loops: one loop waits on each receive, emit and delete in turn, so
     # its rate is one receive's worth (10 messages) per round trip; boto3's clients are
@@ -668,6 +690,9 @@ def cmd_bridge(args: argparse.Namespace) -> None:
         threading.Thread(target=consume, name=f"braid-sqs-{i}", daemon=True)
         for i in range(args.sqs_consumers if client is not None else 0)
     ]
+    if spool is not None:
+        spool.start()
+        print(f"braid bridge: acknowledging once queued in {spool.path}", flush=True)
     if consumers:
         print(f"braid bridge: consuming {args.sqs_queue_url} ({len(consumers)} loops)", flush=True)
     for consumer in consumers:
@@ -683,6 +708,18 @@ def cmd_bridge(args: argparse.Namespace) -> None:
         stop.set()
         for consumer in consumers:
             consumer.join(timeout=30)
+        if spool is not None:
+            spool.close()
+
+
+def default_spool(args: argparse.Namespace, serve_http: bool, port: int) -> Path:
+    """One outbox per bridge process, named after what it serves."""
+    import hashlib
+
+    parts = [f"http-{port}"] if serve_http else []
+    if args.sqs_queue_url:
+        parts.append("sqs-" + hashlib.sha256(args.sqs_queue_url.encode()).hexdigest()[:12])
+    return Path.home() / ".cache" / "braid" / f"bridge-{'-'.join(parts)}.sqlite"
 
 
 def print_frame(frame: Any, fmt: str) -> None:

@@ -9,8 +9,8 @@ bytecode, inside its loops over frames, blocks or rows, or as soon as a native c
 (pixels, frames, duration, rows, columns), so no single call runs unbounded.
 
 Memory is the process's resident size, which threads share. While several decodes run,
-the budget is theirs together (``decode_memory_mb`` each); past it, every decode then
-running is stopped and asked to run again alone, under ``exclusive``, where the growth is
+they share one budget (``decode_memory_mb`` in all, so the process's peak is bounded
+whatever the number of threads); past it, every decode then running is stopped and asked to run again alone, under ``exclusive``, where the growth is
 its own: one that breaks the budget alone is the culprit, and its object is quarantined
 with the reason. The others land as if nothing happened.
 
@@ -117,9 +117,10 @@ class _Watchdog:
         live = [w for w in live if w.fired is None]
         if not live:
             return
-        # The growth since the earliest decode in flight began, against their budgets together.
+        # The growth since the earliest decode in flight began, against one budget they
+        # share: the process grows by at most ``decode_memory_mb`` however many decode.
         growth = rss - min(w.rss_start for w in live)
-        if growth > sum(w.memory_bytes for w in live):
+        if growth > max(w.memory_bytes for w in live):
             for watched in live:
                 watched.peak = max(watched.peak, growth)
                 self._fire(watched, "memory")

@@ -93,11 +93,19 @@ def decode(data: bytes, limits: Limits) -> tuple[Image.Image, dict[str, Any]]:
         image.load()
     except OSError as exc:
         raise Rejected("decode", f"corrupt or truncated image: {exc}") from exc
-    image = ImageOps.exif_transpose(image) or image
+    ImageOps.exif_transpose(image, in_place=True)  # no copy when there is nothing to turn
+    # Shrink before converting where resizing works on the decoded mode (Pillow resizes
+    # RGBA and LA with premultiplied alpha, so flattening after is the same picture):
+    # converting a 64-megapixel RGBA image at full size made four full copies (1.2 GB).
+    if image.mode in _RESIZABLE:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
     if image.mode != "RGB":
         image = _to_rgb(image)
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
     return image, header
+
+
+_RESIZABLE = frozenset({"RGB", "RGBA", "L", "LA"})
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

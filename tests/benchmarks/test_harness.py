@@ -14,7 +14,8 @@ import pytest
 from benchmarks import data
 from benchmarks.suite import KEYS, latency_parts
 
-pytestmark = pytest.mark.integration
+# Every figure of `make bench` at a tiny scale: `make bench-quick` runs the same code paths.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

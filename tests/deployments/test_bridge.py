@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from deployments.bridge import (
     parse_notification,
 )
 from deployments.events import ObjectCreated, emit_objects_created
+from deployments.spool import Spool
 
 SECRET = "correct horse battery staple"
 MAX_BODY = 4096  # small, so oversized bodies fit in socket buffers and the client reads the 413
@@ -698,13 +700,23 @@ def test_answers_503_when_the_prefect_api_is_down() -> None:
 
 
 @pytest.mark.integration
-def test_braid_bridge_command_serves_and_emits(prefect_api: str) -> None:
+def test_braid_bridge_command_serves_and_emits(prefect_api: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.sqlite"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "BRAID_BRIDGE_SECRET": SECRET}
     process = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "bridge", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "bridge",
+            "--port",
+            str(port),
+            "--spool",
+            str(spool),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -731,6 +743,75 @@ def test_braid_bridge_command_serves_and_emits(prefect_api: str) -> None:
         out, err = process.communicate(timeout=20)
     assert process.returncode == 0 and "Application shutdown complete" in err, err
     assert f"POST http://127.0.0.1:{port}/events" in out
+    assert f"acknowledging once queued in {spool}" in out
+    assert Spool(spool).pending() == 0  # forwarded, and the spool closed cleanly
+
+
+@pytest.mark.integration
+def test_the_spool_acknowledges_while_the_api_is_down_and_a_restart_sends_what_it_kept(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """A notification is acknowledged once its events are committed to the spool, API or
+    not; what the API has not taken stays there across a restart of the bridge, and a
+    redelivery while queued is stored once."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+    run = uuid.uuid4().hex[:8]
+    notification = {
+        "Records": [s3_notification(key=f"{run}/{i}.jpg")["Records"][0] for i in range(3)]
+    }
+    path = tmp_path / "spool.sqlite"
+    with temporary_settings({PREFECT_API_URL: dead}):
+        spool = Spool(path).start()
+        with served(make_app(SECRET, spool.put)) as url:
+            for _ in range(2):  # delivered twice, as at-least-once senders do
+                response = httpx.post(f"{url}/events", json=notification, headers=bearer())
+                assert response.status_code == 202 and response.json() == {"emitted": 3}
+        assert spool.pending() == 3
+        assert spool.close(drain_s=1) == 3  # the API never answered: kept for the next start
+    assert spool.failures >= 1 and spool.sent == 0
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        restarted = Spool(path).start()
+        events = [read_events(f"braid.object.s3://braid-landing/{run}/{i}.jpg") for i in range(3)]
+        assert restarted.close(drain_s=10) == 0
+    assert [len(e) for e in events] == [1, 1, 1] and restarted.sent == 3
+
+
+@pytest.mark.integration
+def test_an_event_the_api_refuses_is_set_aside_and_the_rest_goes_on(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """One malformed event in the spool (here written there by hand: the API answers it
+    422) must not hold the queue: the forwarder isolates it, keeps it in ``rejected`` with
+    the API's reason, and sends every other event."""
+    import sqlite3
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    path = tmp_path / "spool.sqlite"
+    Spool(path).close(drain_s=0)  # creates the tables
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO events (id, body, queued) VALUES (?, ?, ?)",
+            ("bad", json.dumps({"event": "braid.object.created", "id": "not-a-uuid"}), time.time()),
+        )
+    run = uuid.uuid4().hex[:8]
+    objects = [
+        ObjectCreated("s3://braid-landing", f"{run}/{i}.jpg", 10, f"e{i}", bucket="braid-landing")
+        for i in range(3)
+    ]
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
+        spool = Spool(path)
+        spool.put(objects)
+        spool.start()
+        events = [read_events(f"braid.object.s3://braid-landing/{run}/{i}.jpg") for i in range(3)]
+        assert spool.close(drain_s=10) == 0
+    assert [len(e) for e in events] == [1, 1, 1] and spool.sent == 3 and spool.rejected == 1
+    ((body, reason),) = Spool(path).rejected_events()
+    assert body["id"] == "not-a-uuid" and "422" in reason
 
 
 # --- SQS, on moto's server ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 DEBOUNCE_S = 10  # prefect.yaml: within and schedule_after
 STORM_EVENTS = 200
-STORM_OBJECTS = 200  # notifications: half over HTTP, half over SQS, a tenth of each twice
+STORM_OBJECTS = 60  # notifications: half over HTTP, half over SQS, a tenth of each twice
 
 
 def free_port() -> int:
@@ -132,20 +132,21 @@ def test_a_dropped_sample_lands_once_through_an_event_storm_in_bounded_runs(
     in a bounded number of ingest runs that all complete."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from deployments.events import ObjectCreated, emit_object_created
+    from deployments.events import ObjectCreated, emit_objects_created
 
     drop(sample_dir / "sample-0000", stack["landing"])
     started = time.monotonic()
     files = sorted((stack["landing"] / "sample-0000").iterdir())
     # The stack's API, also where another test file's session-wide Prefect test harness
     # (a settings context, which wins over the environment) is active in this worker.
+    # The storm arrives at once (as a replayed queue delivers it): 200 distinct events in
+    # a second, which the deployment's trigger must fold into a window's two runs.
     with temporary_settings(updates={PREFECT_API_URL: stack["api"]}):
-        for i in range(STORM_EVENTS):
-            path = files[i % len(files)]
-            emit_object_created(
-                ObjectCreated(source=str(stack["landing"]), key=f"sample-0000/{path.name}",
-                              size=path.stat().st_size, etag=str(i), folder=str(stack["landing"]))
-            )  # fmt: skip
+        emit_objects_created([
+            ObjectCreated(source=str(stack["landing"]), key=f"sample-0000/{path.name}",
+                          size=path.stat().st_size, etag=str(i), folder=str(stack["landing"]))
+            for i in range(STORM_EVENTS) for path in [files[i % len(files)]]
+        ])  # fmt: skip
     storm_s = time.monotonic() - started
     wait_for(lambda: landed(stack["lake"]) == 5, 300, "sample-0000's five objects to land")
     time.sleep(DEBOUNCE_S + 5)  # let any run the storm's tail triggered be created
@@ -243,14 +244,17 @@ def upload(s3, sample: Path, bucket: str) -> list[dict]:
 
 
 @contextlib.contextmanager
-def bridges(api: str, queue: str, secret: str) -> Iterator[int]:
-    """`braid bridge` twice, as deployed: an HTTP endpoint (its port yielded) and an SQS consumer."""
+def bridges(api: str, queue: str, secret: str, spools: Path) -> Iterator[int]:
+    """`braid bridge` twice, as deployed: an HTTP endpoint (its port yielded) and an SQS
+    consumer, each with its spool under ``spools``."""
     env = {**os.environ, "PREFECT_API_URL": api, "BRAID_BRIDGE_SECRET": secret}
     port = free_port()
     processes = [
-        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--port", str(port)],
+        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--port", str(port),
+                          "--spool", str(spools / "http.sqlite")],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--sqs-queue-url", queue],
+        subprocess.Popen([sys.executable, "-m", "deployments.cli", "bridge", "--sqs-queue-url", queue,
+                          "--spool", str(spools / "sqs.sqlite")],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     ]  # fmt: skip
     try:
@@ -262,6 +266,9 @@ def bridges(api: str, queue: str, secret: str) -> Iterator[int]:
             process.wait(30)
 
 
+# Two bridges and moto beside the stack: CI's two cores cannot fit it in 20 minutes with
+# the rest. `make test-all` runs it; `make bench`'s figure i runs it at 1,000 objects.
+@pytest.mark.slow
 def test_a_notification_storm_over_http_and_sqs_lands_each_object_once_in_bounded_runs(
     stack, moto_s3, monkeypatch, tmp_path
 ) -> None:
@@ -284,7 +291,7 @@ def test_a_notification_storm_over_http_and_sqs_lands_each_object_once_in_bounde
     records = put_objects(s3, "storm", "landing", STORM_OBJECTS)
     before = {r.id for r in flow_runs(stack["api"], "ingest")}
     secret = "storm-secret"
-    with bridges(stack["api"], queue, secret) as port:
+    with bridges(stack["api"], queue, secret, tmp_path) as port:
         # S3 → HTTP bridge (an S3 event notification, as S3 → SNS/webhook relays send it),
         # and S3 → SQS → bridge.
         response = httpx.post(
@@ -378,9 +385,12 @@ def test_a_single_file_lands_at_once_in_the_ingest_run_itself(stack) -> None:
     run_id = wait_for(landed_run, 120, "the single file to land")
     (run,) = [r for r in flow_runs(stack["api"], "ingest") if str(r.id) == run_id]
     assert run.id not in before
-    # Not debounced: the run was due as the event arrived (the watcher settles files 2 s),
-    # not when its window closed; the window-closed run found nothing left.
-    assert run.expected_start_time.timestamp() - dropped < DEBOUNCE_S / 2
+    # Not debounced: the run was due as its trigger created it, not when the window closed
+    # (that run is created due DEBOUNCE_S later, and found nothing left). (Not measured
+    # from the drop: on a loaded machine the watcher's settle and the automation alone
+    # took 12 s once.)
+    assert run.expected_start_time.timestamp() - run.created.timestamp() < DEBOUNCE_S / 2
+    assert run.expected_start_time.timestamp() > dropped
     # And extracted in its own process: no process-<modality> child run.
     pools = [f"process-{m}" for m in ("image", "text", "audio", "video", "timeseries")]
     with SyncPrefectClient(stack["api"]) as client:

@@ -119,6 +119,7 @@ def flow_run_state(api: str, log: Path) -> str:
     return run.state.type.value
 
 
+@pytest.mark.slow  # the next test's outage covers the restart; this one, its short form
 def test_a_server_restarted_within_the_clients_retries_is_waited_for(
     server: Server, light: tuple[Path, Path], tmp_path: Path
 ) -> None:

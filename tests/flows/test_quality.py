@@ -175,13 +175,13 @@ def test_redrive_of_a_repaired_file_lands_it_and_supersedes_the_broken_version(s
     ]
 
 
-def test_an_existing_cluster_by_address_lands_the_same_rows_as_the_default_cluster(
+def test_an_existing_cluster_by_address_lands_the_same_rows_as_the_default_threads(
     source, tmp_path
 ) -> None:
     by_address = tmp_path / "by-address"
     default = tmp_path / "default"
     run(source, by_address)
-    pipeline(source=str(source), lake_path=str(default), options=RunOptions(dask_workers=2))
+    pipeline(source=str(source), lake_path=str(default))  # threads of this process
     for table in ("objects", "image_features", "text_features", "audio_features", "fused"):
         key = "sample_id" if table == "fused" else "object_id"
         sql = f"SELECT {key}, embedding FROM {table} ORDER BY {key}"

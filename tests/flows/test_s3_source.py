@@ -84,9 +84,7 @@ def runs(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 source=source, lake_path=str(s3_lake), options=RunOptions(dask_workers=1)
             )
             folder_lake = tmp_path_factory.mktemp("folder-lake")
-            local = pipeline(
-                source=str(folder), lake_path=str(folder_lake), options=RunOptions(dask_workers=1)
-            )
+            local = pipeline(source=str(folder), lake_path=str(folder_lake))  # threads
             yield {
                 "first": first,
                 "second": second,
