@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +115,7 @@ def emit_objects_created(objects: Sequence[ObjectCreated]) -> None:
     events = [object_created_event(obj).model_dump(mode="json") for obj in objects]
     url = PREFECT_API_URL.value() or ""
     with _clients_lock:
-        commit = _commits.setdefault(url, _GroupCommit())
+        commit = _commits.setdefault(url, GroupCommit())
     commit.submit(events)
 
 
@@ -127,10 +127,12 @@ class _Ticket:
         self.error: BaseException | None = None
 
 
-class _GroupCommit:
-    """Events from many threads, sent by whichever of them finds no request out."""
+class GroupCommit:
+    """Events from many threads, handed to ``send`` together by whichever of them finds no
+    call of it under way (a request to the API, or a commit to the bridge's spool)."""
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        self._send = send or _send
         self._cond = threading.Condition()
         self._pending: list[tuple[list[dict[str, Any]], _Ticket]] = []
         self._sending = False
@@ -149,7 +151,7 @@ class _GroupCommit:
             batch, self._pending = self._pending, []
         error: BaseException | None = None
         try:
-            _send([event for events_, _ in batch for event in events_])
+            self._send([event for events_, _ in batch for event in events_])
         except BaseException as exc:
             error = exc
         with self._cond:
@@ -174,7 +176,7 @@ def _send(events: list[dict[str, Any]]) -> None:
         raise
 
 
-_commits: dict[str, _GroupCommit] = {}  # one per API URL: each request goes to one API
+_commits: dict[str, GroupCommit] = {}  # one per API URL: each request goes to one API
 
 
 # Two retries at most (about 6 s of back-off for a busy API), not Prefect's five (a

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deployments.events import EMIT_BATCH, ObjectCreated, object_created_event
+from deployments.events import EMIT_BATCH, GroupCommit, ObjectCreated, object_created_event
 
 logger = logging.getLogger("braid.bridge")
 
@@ -81,6 +81,7 @@ class Spool:
             "CREATE TABLE IF NOT EXISTS rejected (seq INTEGER PRIMARY KEY, body TEXT NOT NULL,"
             " reason TEXT NOT NULL, refused REAL NOT NULL)"
         )
+        self._commits = GroupCommit(self._insert)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,13 +90,17 @@ class Spool:
         self.rejected = 0  # events the API refused as malformed (kept in table rejected)
 
     def put(self, objects: Sequence[ObjectCreated]) -> None:
-        """Queue the events of ``objects``; return once they are durable."""
-        if not objects:
-            return
-        rows = []
-        for obj in objects:
-            event = object_created_event(obj).model_dump(mode="json")
-            rows.append((str(event["id"]), json.dumps(event), time.time()))
+        """Queue the events of ``objects``; return once they are durable.
+
+        Concurrent callers share commits: while one commit is being written, the events
+        other threads hand in wait, and the next commit carries them all (one fsync each
+        was 11 ms, so eight senders got about 60 notifications/s through)."""
+        if objects:
+            self._commits.submit([object_created_event(o).model_dump(mode="json") for o in objects])
+
+    def _insert(self, events: list[dict[str, Any]]) -> None:
+        now = time.time()
+        rows = [(str(event["id"]), json.dumps(event), now) for event in events]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

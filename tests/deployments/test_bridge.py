@@ -780,6 +780,28 @@ def test_the_spool_acknowledges_while_the_api_is_down_and_a_restart_sends_what_i
     assert [len(e) for e in events] == [1, 1, 1] and restarted.sent == 3
 
 
+def test_senders_at_once_share_commits_and_each_event_is_stored_once(tmp_path: Path) -> None:
+    """32 threads putting at once: every event is committed once they return (redeliveries
+    once), in fewer commits than puts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spool = Spool(tmp_path / "spool.sqlite")
+    commits: list[int] = []
+    insert = spool._insert
+
+    def counting(events: list[dict[str, Any]]) -> None:
+        commits.append(len(events))
+        insert(events)
+
+    spool._commits._send = counting
+    objects = [ObjectCreated("s3://b", f"k/{i}.jpg", 10, f"e{i}", bucket="b") for i in range(200)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda o: spool.put([o]), objects + objects[:20]))  # a tenth twice
+    assert spool.pending() == 200
+    assert sum(commits) == 220 and len(commits) < 220
+    spool.close(drain_s=0)
+
+
 @pytest.mark.integration
 def test_an_event_the_api_refuses_is_set_aside_and_the_rest_goes_on(
     prefect_api: str, tmp_path: Path

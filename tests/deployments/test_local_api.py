@@ -43,6 +43,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
+# Every `braid run` in test_cli goes through this server; here, what it logs and stops.
+@pytest.mark.slow
 def test_a_flow_reports_to_the_server_started_before_the_imports(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONPATH": str(ROOT)}

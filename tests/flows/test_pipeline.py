@@ -166,6 +166,8 @@ def test_a_run_announces_landed_tables_and_samples(model_run) -> None:
     assert _events("braid.batch.landed", second["flow_run_id"], 1, timeout=2) == []
 
 
+# The Dask path's rows against the default's: test_quality does it on a cluster by address.
+@pytest.mark.slow
 def test_a_small_run_extracts_in_its_own_process_and_lands_the_same_rows(
     sample_dir: Path, tmp_path: Path
 ) -> None:
