@@ -124,6 +124,11 @@ def flow_runs(api: str, deployment: str) -> list:
         )
 
 
+# The stack's heaviest scenarios (five child-run processes per drop, a local run to compare)
+# run in `make test-all`: on CI's two cores the suite is CPU-bound and over 20 minutes with
+# them. `make test` keeps the stack, its deployments and triggers, a file dropped and landed
+# through its event, and `braid down`.
+@pytest.mark.slow
 def test_a_dropped_sample_lands_once_through_an_event_storm_in_bounded_runs(
     stack, sample_dir: Path
 ) -> None:
@@ -170,6 +175,7 @@ def test_a_dropped_sample_lands_once_through_an_event_storm_in_bounded_runs(
     assert all(uri.startswith(str(stack["landing"] / "sample-0000")) for uri in uris)
 
 
+@pytest.mark.slow  # (see above)
 def test_batches_run_as_child_runs_on_each_modality_pool_and_match_local_mode(
     stack, tmp_path
 ) -> None:
@@ -353,7 +359,6 @@ def test_a_single_file_lands_at_once_in_the_ingest_run_itself(stack) -> None:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-    wait_for(lambda: landed(stack["lake"]) >= 5, 300, "the first sample to land")
     # An upload on its own: earlier tests' runs (and their windows) are over.
     wait_for(
         lambda: all(r.state.is_final() for r in flow_runs(stack["api"], "ingest")),
@@ -364,7 +369,7 @@ def test_a_single_file_lands_at_once_in_the_ingest_run_itself(stack) -> None:
     before = {r.id for r in earlier}
     # And their trigger windows: an event within 10 s of a window's first event is
     # absorbed into it (the window-closed run picks it up), which is not what this tests.
-    latest = max(r.expected_start_time.timestamp() for r in earlier)
+    latest = max((r.expected_start_time.timestamp() for r in earlier), default=0.0)
     time.sleep(max(0.0, latest + DEBOUNCE_S + 1 - time.time()))
     folder = stack["landing"] / "single"
     folder.mkdir()
