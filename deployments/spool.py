@@ -118,11 +118,6 @@ class Spool:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
 
-    def oldest_age_s(self) -> float:
-        with self._lock:
-            oldest = self._db.execute("SELECT min(queued) FROM events").fetchone()[0]
-        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
-
     def forward_once(self) -> int:
         """Send one batch of the oldest queued events; return how many the API accepted."""
         with self._lock:
@@ -163,8 +158,11 @@ class Spool:
         return len(rows)
 
     def _delete(self, seqs: list[int]) -> None:
+        # One transaction: in autocommit each DELETE would be its own commit and fsync.
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq in seqs])
+            self._db.execute("COMMIT")
 
     def rejected_events(self) -> list[tuple[dict[str, Any], str]]:
         """The events the API refused as malformed, with its reason (never retried)."""
