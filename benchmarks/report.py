@@ -69,6 +69,10 @@ ROWS: dict[str, list[Row]] = {
     "i_notification_storm": [
         ("http_events_per_s", "HTTP bridge: notifications accepted per second (8 senders)", "n"),
         ("sqs_events_per_s", "SQS bridge: messages emitted and deleted per second", "n"),
+        ("bare_sqs_consumer_per_s", "same queue server, a bare consumer: messages per second", "n"),
+        ("sqs_share_of_bare_consumer", "SQS bridge ÷ bare consumer", "%"),
+        ("http_bridge_cpu_ms_per_event", "HTTP bridge CPU per notification", "ms"),
+        ("sqs_bridge_cpu_ms_per_event", "SQS bridge CPU per message", "ms"),
         ("sent_s", "every notification accepted, from the first sent", "s"),
         ("to_all_landed_s", "every object landed, from the first notification", "s"),
         ("landed_share", "objects landed ÷ objects announced", "%"),
@@ -85,6 +89,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value * 100:.1f} %"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value:.2f} ms"
     return f"{value:.3g}"
 
 
