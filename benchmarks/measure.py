@@ -161,6 +161,32 @@ def cpu_by_kind(samples: Iterable[tuple[str, float]]) -> dict[str, float]:
     return totals
 
 
+def tree_cpu(roots: dict[str, list[int]], alone: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each role's processes and their descendants,
+    of each process in ``alone`` by itself, and of everything else on the machine ("rest
+    of the machine", from /proc/stat)."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    for role, pids in roots.items():
+        seconds = 0.0
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        seconds += sum(process.cpu_times()[:2])
+        totals[role] = seconds
+    for role, pid in alone.items():
+        with contextlib.suppress(psutil.Error):
+            totals[role] = sum(psutil.Process(pid).cpu_times()[:2])
+    machine = psutil.cpu_times()
+    totals["rest of the machine"] = (
+        machine.user + machine.nice + machine.system - sum(totals.values())
+    )
+    return totals
+
+
 def _kill_session(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
