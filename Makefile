@@ -29,6 +29,9 @@ $(BIN)/braid: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# librosa's numba kernels compile once into its package's cache (about 20 s), here
+	@# rather than in the first run that decodes audio
+	$(BIN)/python -c "from tasks.media.audio import compile_kernels; compile_kernels()"
 	@touch $@
 
 venv: $(BIN)/braid ## create .venv with torch, the project and its dev tools

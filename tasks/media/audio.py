@@ -155,6 +155,14 @@ def warm() -> None:
     import librosa.feature  # noqa: F401
 
 
+def compile_kernels() -> None:
+    """Compile librosa's numba kernels that ``features`` calls, into numba's on-disk cache
+    beside librosa (its ``__pycache__``). On a fresh install the first features call
+    compiles them for about 20 s; ``make venv`` calls this once, so no run pays it."""
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 16_000)).astype(np.float32)
+    features(Waveform(noise, 16_000), Limits())
+
+
 def to_mono(wave: Waveform, rate: int) -> np.ndarray:
     """Average the channels and resample: the form features and models take."""
     import librosa

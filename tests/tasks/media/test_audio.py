@@ -170,3 +170,14 @@ def test_over_long_m4a_is_rejected_while_decoding() -> None:
         audio.analyze(data, Limits(max_duration_s=0.5))
     assert caught.value.stage == "decode"
     assert "over the limit of 0.5 s" in caught.value.reason
+
+
+def test_compile_kernels_leaves_librosa_kernels_in_numbas_cache() -> None:
+    # make venv calls it so that no run compiles them (about 20 s on a fresh install).
+    import librosa
+
+    from tasks.media.audio import compile_kernels
+
+    compile_kernels()
+    cached = list(Path(librosa.__file__).parent.rglob("__pycache__/*.nbi"))
+    assert cached, "no numba cache index beside librosa"
