@@ -18,7 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Measure Braid against its performance targets (figures a-g) on this machine.",
+        description="Measure Braid against its performance targets (figures a-j) on this machine.",
     )
     parser.add_argument("--scale", choices=sorted(SCALES), default="quick")
     parser.add_argument(

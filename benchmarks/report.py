@@ -79,6 +79,12 @@ ROWS: dict[str, list[Row]] = {
         ("duplicate_rows", "object rows over one per object", "n"),
         ("ingest_runs", "ingest runs the storm caused", "n"),
     ],
+    "j_demo_run": [
+        ("first_wall_s", "first braid run, fresh lake, process wall time", "s"),
+        ("outside_flow_s", "of which: outside the flow (imports, API server, model loads)", "s"),
+        ("rerun_wall_s", "re-run with nothing new, process wall time", "s"),
+        ("rerun_cpu_s", "same, CPU time", "s"),
+    ],
 }
 
 

@@ -25,7 +25,7 @@ from benchmarks import data
 from benchmarks.measure import Measured, clean_env, machine, profile_process, run_process
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURES = ("a", "b", "c", "d", "e", "f", "g", "h", "i")
+FIGURES = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "j")
 KEYS = {
     "a": "a_end_to_end",
     "b": "b_throughput",
@@ -36,6 +36,7 @@ KEYS = {
     "g": "g_event_latency",
     "h": "h_photo_job",
     "i": "i_notification_storm",
+    "j": "j_demo_run",
 }
 # prefect.yaml: the ingest triggers' window (`within: 10`, and `schedule_after: PT10S` on the second).
 WINDOW_S = 10.0
@@ -62,13 +63,16 @@ class Scale:
     captions_in_memory_sets: bool = True
     storm_notifications: int = 0  # i: objects announced over HTTP and SQS; 0 skips i
     seed: int = 0
+    demo_run: bool = True  # j
 
 
 SCALES = {
     # The harness test: every figure's code path in about a minute; its timings mean nothing.
     # Without h's Dask cluster: beside the end-to-end stack test, its processes starve
     # that stack's API server on two cores.
-    "tiny": Scale("tiny", 2, 8, (10, 40), 10_000, 0, False, (6,), 1, False, False, 1, False),
+    "tiny": Scale(
+        "tiny", 2, 8, (10, 40), 10_000, 0, False, (6,), 1, False, False, 1, False, demo_run=False
+    ),
     "quick": Scale("quick", 40, 120, (100, 1000), 100_000, 0, False, (200,), 1),
     "full": Scale(
         "full",
@@ -1196,6 +1200,61 @@ def _photo_job_on_a_dask_cluster(
             "rows": _photo_rows_agree(lake, loop_out, n)}  # fmt: skip
 
 
+# j: make demo's run ---------------------------------------------------------------------
+
+
+def figure_j(work: Path, scale: Scale) -> dict[str, Any]:
+    """`make demo`'s `braid run`: the 24 samples of `braid samples` (every modality, and its
+    bad inputs) into a fresh lake, then again with nothing new; as installed by `make venv`
+    (librosa's kernels compiled) on a Prefect home whose database exists (its one-time
+    creation is timed apart)."""
+    title = "j. make demo's braid run (24 samples, every modality), first and again"
+    if not scale.demo_run:
+        return {"title": title, "skipped": f"not at the {scale.name} scale (see make demo)"}
+    from tasks.samples import make_samples
+
+    source, home = work / "demo-samples", work / "prefect-j"
+    make_samples(source, n=24, seed=0)
+    env = clean_env(home, PYTHONPATH=str(ROOT))
+    say("j: creating a fresh Prefect database (once per machine, as the first run would)")
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, check=True,
+    )  # fmt: skip
+    database_s = time.perf_counter() - began
+    lake = work / "demo-lake"
+    say("j: make demo's braid run, then its re-run")
+    runs = []
+    for i in range(2):
+        summary = work / f"j-{i}.json"
+        args = ["benchmarks.braid_run", str(summary), str(source), "--lake", str(lake)]
+        runs.append(braid_run(args, summary, env))
+    (first, first_summary), (rerun, _) = runs
+    parts = {
+        "objects": first_summary["new"],
+        "first_flow_s": float(first_summary["seconds"]),
+        "first_cpu_s": first.cpu_s,
+        "prefect_database_creation_s": database_s,
+        "first_cpu_s_by_process": first.cpu_by_process,
+    }
+    measures = {
+        "first_wall_s": first.wall_s,
+        "outside_flow_s": first.wall_s - parts["first_flow_s"],
+        "rerun_wall_s": rerun.wall_s,
+        "rerun_cpu_s": rerun.cpu_s,
+    }
+    return {
+        "title": title,
+        "parts": parts,
+        "measures": measures,
+        "targets": [
+            target("first_wall_s", measures["first_wall_s"], "<=", 20.0),
+            target("rerun_wall_s", measures["rerun_wall_s"], "<=", 3.0),
+        ],
+    }
+
+
 def _wait_for_workers(address: str, n: int, timeout: float = 120.0) -> None:
     from distributed import Client
 
@@ -1227,7 +1286,7 @@ def run_all(scale: Scale, work: Path, only: Iterable[str] = FIGURES) -> dict[str
                 figures[KEYS[key]] = figure
     steps: dict[str, Callable[[Path, Scale], dict[str, Any]]] = {
         "c": figure_c, "e": figure_e, "f": figure_f, "g": figure_g, "h": figure_h,
-        "i": figure_i,
+        "i": figure_i, "j": figure_j,
     }  # fmt: skip
     for key, step in steps.items():
         if key in chosen:

@@ -46,8 +46,9 @@ def test_every_figure_is_measured_with_numbers(bench) -> None:
     figures = results["figures"]
     assert list(figures) == list(KEYS.values())
     for key, figure in figures.items():
-        if key in ("g_event_latency", "i_notification_storm"):
-            # They start a whole stack: see the latency test, and the storm test of test_up.
+        if key in ("g_event_latency", "i_notification_storm", "j_demo_run"):
+            # They start a whole stack (see the latency test, and the storm test of test_up),
+            # or time make demo's run, which the CLI tests run.
             assert "tiny" in figure["skipped"]
             continue
         assert figure["measures"], key
