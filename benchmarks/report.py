@@ -359,6 +359,45 @@ def why_g(f: dict[str, Any], results: dict[str, Any]) -> str:
     )
 
 
+def why_i(f: dict[str, Any], results: dict[str, Any]) -> str:
+    m, profile = f["measures"], f.get("profile", {})
+    cpu = profile.get("cpu_s_during_the_storm", {})
+    text = (
+        f"The bridges' own cost is {m['http_bridge_cpu_ms_per_event']:.2f} ms of CPU per "
+        f"notification over HTTP and {m['sqs_bridge_cpu_ms_per_event']:.2f} ms per message over "
+        f"SQS (about {1000 / max(m['http_bridge_cpu_ms_per_event'], 1e-3):.0f} events per "
+        "CPU-second). Over SQS the queue server sets the pace: in the same run a bare consumer "
+        "(as many loops, receive and delete, nothing else) took "
+        f"{m['bare_sqs_consumer_per_s']:.0f} messages/s from moto's SQS, so no consumer of it "
+        f"reaches 200/s here; the bridge took {m['sqs_share_of_bare_consumer'] * 100:.0f} % of "
+        "that while it also wrote each message's events to its spool and shared the cores "
+        "with the HTTP storm."
+    )
+    if cpu:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in cpu.items() if k != "rest of the machine")
+        text += (
+            f" Over the storm's {profile['storm_wall_s']:.1f} s the machine's "
+            f"{profile['cores_busy']:.2f} busy cores went to: {parts} CPU s."
+        )
+    return text
+
+
+def why_j(f: dict[str, Any], results: dict[str, Any]) -> str:
+    p, m = f["parts"], f["measures"]
+    by_process = p.get("first_cpu_s_by_process", {})
+    server = by_process.get("prefect API server", 0.0)
+    return (
+        f"{m['first_wall_s']:.1f} s: {p['first_flow_s']:.1f} s of flow (decode, embed, "
+        f"validate, land, fuse and catalogue {p['objects']} objects) and "
+        f"{m['outside_flow_s']:.1f} s outside it: the process imports Prefect, the pipeline "
+        "and torch, loads MiniLM and Great Expectations, while Prefect's temporary API boots "
+        f"in its own process beside it ({server:.1f} CPU s on the two cores). Not in it: "
+        "librosa's numba compilation (about 20 s, done by `make venv`) and Prefect's "
+        f"one-time database creation on a new machine ({p['prefect_database_creation_s']:.1f} "
+        "s here, timed apart), which a first-ever run pays on top."
+    )
+
+
 WHY: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "a_end_to_end": why_a,
     "c_dask_scaling": why_c,
@@ -367,6 +406,8 @@ WHY: dict[str, Callable[[dict[str, Any], dict[str, Any]], str]] = {
     "f_similarity": why_f,
     "g_event_latency": why_g,
     "h_photo_job": why_h,
+    "i_notification_storm": why_i,
+    "j_demo_run": why_j,
 }
 
 
