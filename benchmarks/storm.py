@@ -149,6 +149,12 @@ def drain(sqs: Any, queue_url: str, n: int, loops: int = 4) -> float:
     taken, lock, done = [0], threading.Lock(), threading.Event()
 
     def consume(client: Any) -> None:
+        try:
+            _consume(client)
+        finally:  # a loop that failed ends the others too (and then raises below)
+            done.set()
+
+    def _consume(client: Any) -> None:
         while not done.is_set():
             messages = client.receive_message(
                 QueueUrl=queue_url, MaxNumberOfMessages=SQS_BATCH, WaitTimeSeconds=1
