@@ -802,6 +802,23 @@ def test_senders_at_once_share_commits_and_each_event_is_stored_once(tmp_path: P
     spool.close(drain_s=0)
 
 
+def test_a_storm_reaches_the_api_in_a_few_requests_not_one_per_put(tmp_path: Path) -> None:
+    """The forwarder lets a storm's events gather before sending a part-filled batch: 50
+    notifications put one after another go out in a handful of requests (one per put
+    without the wait), each event once."""
+    sent: list[list[str]] = []
+    spool = Spool(tmp_path / "spool.sqlite", send=lambda events: sent.append(
+        [e["id"] for e in events]))  # fmt: skip
+    spool.start()
+    objects = [ObjectCreated("s3://b", f"k/{i}.jpg", 10, f"e{i}", bucket="b") for i in range(50)]
+    for obj in objects:
+        spool.put([obj])
+    assert spool.close(drain_s=30) == 0
+    ids = [i for batch in sent for i in batch]
+    assert len(ids) == len(set(ids)) == 50
+    assert len(sent) <= 10, [len(batch) for batch in sent]
+
+
 @pytest.mark.integration
 def test_an_event_the_api_refuses_is_set_aside_and_the_rest_goes_on(
     prefect_api: str, tmp_path: Path
