@@ -2,7 +2,8 @@
 
 Starts, in order: a Prefect server on 127.0.0.1 (SQLite under the stack's home, or the
 PostgreSQL database given), the local process work pool, the deployments of
-prefect.yaml (`prefect deploy --all`), a worker, and the folder watcher. Every process
+prefect.yaml (`prefect deploy --all`), the warm flow-run process (deployments/warm.py),
+a worker per pool, and the folder watcher. Every process
 it starts is recorded (pid and command) in ``<home>/up.json``; Ctrl-C, or `braid down`
 from another shell, stops exactly those, the worker with SIGINT as Prefect expects.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from deployments import warm
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "braid-process"  # ingest and backfill
@@ -45,6 +49,11 @@ class Stack:
     @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def warm_socket(self) -> Path:
+        """Where the stack's warm flow-run process listens (deployments/warm.py)."""
+        return warm.socket_path(self.home)
 
     def env(self) -> dict[str, str]:
         """The environment every process of the stack runs with."""
@@ -73,6 +82,7 @@ class Stack:
             "PREFECT_CLIENT_MAX_RETRIES": "7",
             "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
             "BRAID_LAKE": str(self.lake),
+            warm.SOCKET_ENV: str(self.warm_socket),
             "PWD": str(PROJECT_ROOT),  # prefect.yaml's pull step runs flows from the project root
         }
         if self.database_url:
@@ -133,6 +143,18 @@ def wait_for_api(
     raise TimeoutError(f"the Prefect API at {url} did not answer within {timeout:.0f} s")
 
 
+def wait_for_zygote(path: Path, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Block until the warm flow-run process listens, so the stack's first runs start warm;
+    if it exited or is slow, runs start cold (a warning says so) and the stack still serves."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            print(f"warning: the warm flow-run process is not serving ({path}); flow runs "
+                  "start cold, each importing Prefect and the pipeline", file=sys.stderr)  # fmt: skip
+            return
+        time.sleep(0.2)
+
+
 def _run(stack: Stack, name: str, args: list[str]) -> None:
     """Run a setup command to completion; fail with its log's tail if it fails."""
     result = subprocess.run(args, cwd=PROJECT_ROOT, env=stack.env(), capture_output=True, text=True)
@@ -143,16 +165,29 @@ def _run(stack: Stack, name: str, args: list[str]) -> None:
         raise RuntimeError(f"`{' '.join(args[2:])}` failed: " + " | ".join(tail))
 
 
-def create_process_pools(api_url: str, names: tuple[str, ...]) -> None:
-    """Create the local process work pools that do not exist yet."""
+def create_process_pools(api_url: str, names: tuple[str, ...], command: str | None = None) -> None:
+    """Create the local process work pools that do not exist yet; ``command``, when
+    given, is their flow runs' default command (a pool that exists keeps its own)."""
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
 
+    template = ProcessWorker.get_default_base_job_template()
+    if command is not None:
+        template["variables"]["properties"]["command"]["default"] = command
     with SyncPrefectClient(api_url) as client:
         for name in names:
             with contextlib.suppress(ObjectAlreadyExists):
-                client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+                client.create_work_pool(
+                    WorkPoolCreate(name=name, type="process", base_job_template=template)
+                )
+
+
+def warm_command() -> str:
+    """The pools' flow-run command under `braid up`: the warm launcher, which starts the
+    run as ``python -m prefect.engine`` does, from a process that imported it already."""
+    return f"{shlex.quote(sys.executable)} -m deployments.warm"
 
 
 def up(stack: Stack) -> dict[str, dict[str, object]]:
@@ -164,8 +199,12 @@ def up(stack: Stack) -> dict[str, dict[str, object]]:
         server = _start(stack, "server", _prefect("server", "start", "--host", "127.0.0.1",
                                                   "--port", str(stack.port)), started)  # fmt: skip
         wait_for_api(stack.api_url, process=server)
-        create_process_pools(stack.api_url, (WORK_POOL, *MODALITY_POOLS))
+        create_process_pools(stack.api_url, (WORK_POOL, *MODALITY_POOLS), warm_command())
         _run(stack, "deploy", _prefect("--no-prompt", "deploy", "--all"))
+        # Before the workers: it imports for seconds (while they start), and a run that
+        # finds it not yet listening starts cold, as it would without it.
+        zygote = _start(stack, "warm", [sys.executable, "-m", "deployments.warm", "serve",
+                                        str(stack.warm_socket)], started)  # fmt: skip
         for pool in (WORK_POOL, *MODALITY_POOLS):
             name = "worker" if pool == WORK_POOL else f"worker-{pool.removeprefix('braid-')}"
             _start(
@@ -186,6 +225,7 @@ def up(stack: Stack) -> dict[str, dict[str, object]]:
             [sys.executable, "-m", "deployments.cli", "watch", str(stack.landing)],
             started,
         )
+        wait_for_zygote(stack.warm_socket, zygote)
     except BaseException:
         stop(started)
         (stack.home / STATE_FILE).unlink(missing_ok=True)

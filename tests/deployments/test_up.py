@@ -127,7 +127,7 @@ def flow_runs(api: str, deployment: str) -> list:
 # The stack's heaviest scenarios (five child-run processes per drop, a local run to compare)
 # run in `make test-all`: on CI's two cores the suite is CPU-bound and over 20 minutes with
 # them. `make test` keeps the stack, its deployments and triggers, a file dropped and landed
-# through its event, and `braid down`.
+# through its event (in a flow run started warm), and `braid down`.
 @pytest.mark.slow
 def test_a_dropped_sample_lands_once_through_an_event_storm_in_bounded_runs(
     stack, sample_dir: Path
@@ -404,6 +404,10 @@ def test_a_single_file_lands_at_once_in_the_ingest_run_itself(stack) -> None:
         )
         parents = {client.read_task_run(c.parent_task_run_id).flow_run_id for c in children}
     assert run.id not in parents
+    # Started warm: forked from the stack's warm process (deployments/warm.py), which had
+    # imported Prefect and the pipeline, and never cold for a difference of environment.
+    warm_log = (stack["home"] / "logs" / "warm.log").read_text()
+    assert "flow-run process" in warm_log and "cold start" not in warm_log, warm_log
 
 
 def test_braid_down_stops_everything_it_started(stack) -> None:
