@@ -162,10 +162,19 @@ class _Request:
 
 
 def preload() -> None:
+    """Import what runs import, and load librosa's compiled kernels from numba's cache
+    (2 s that each run decoding audio would pay); then check that no thread started."""
     for name in PRELOAD:
         # An optional part that is missing: the run that needs it imports it (and fails).
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    with contextlib.suppress(Exception):  # a run that decodes audio meets the error itself
+        from tasks.media.audio import compile_kernels
+
+        compile_kernels()
+    if threading.active_count() > 1:  # a fork copies no thread but the one forking
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        print(f"warm: warning: threads started while preloading ({names})", flush=True)
 
 
 def serve(path: Path) -> _Request:

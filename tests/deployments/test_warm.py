@@ -75,6 +75,7 @@ def test_a_run_starts_in_a_child_of_the_zygote_with_the_launchers_streams_env_an
     assert isinstance(argv, list) and argv[1:] == ["exit", "3"]  # as `python -m` sets them
     assert argv[0].endswith("warm_target.py")
     assert "to stderr" in stderr
+    assert "warning" not in zygote["log"].read_text()  # no thread started before forking
 
 
 def test_a_failing_run_exits_nonzero_with_its_traceback(zygote) -> None:
