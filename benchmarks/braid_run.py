@@ -17,7 +17,8 @@ from typing import Any
 from deployments import cli
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
+    """Run as the ``braid`` command does, its prompt exit included (``cli.entry``)."""
     out, *run_args = argv
     printed = cli.print_summary
 
@@ -26,8 +27,8 @@ def main(argv: list[str]) -> int:
         printed(summary)
 
     cli.print_summary = keep
-    return cli.main(["run", *run_args])
+    cli.entry(["run", *run_args])
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -795,15 +795,15 @@ def _explain(exc: Exception) -> str:
 FAST_EXIT = frozenset({"run", "redrive"})
 
 
-def entry() -> None:
+def entry(argv: Sequence[str] | None = None) -> None:
     """The ``braid`` command: ``main``, then, after a run, a prompt exit.
 
     The exit handlers run (Prefect's log and event workers flush, temporary directories
     go), the output is flushed, and the process ends without unloading every module one
     by one. ``main`` itself never exits the process, so tests call it in-process.
     """
-    code = main()
-    argv = sys.argv[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    code = main(argv)
     if argv and argv[0] in FAST_EXIT:
         import atexit
 

@@ -27,7 +27,9 @@ connections from its own user (``SO_PEERCRED``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -308,6 +310,11 @@ def run(request: _Request, module: str = ENGINE) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=die_with_launcher, name="braid-warm-launcher", daemon=True).start()
+    # After the atexit handlers (logs sent, files closed), Python's last garbage collection
+    # of everything torch, transformers and GX hold took 2-3 s per process (`braid run`
+    # skips it the same way, see deployments/cli.py's FAST_EXIT). Registered first, this
+    # runs last and freezes the survivors, which that collection then leaves to the OS.
+    atexit.register(gc.freeze)
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
