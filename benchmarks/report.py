@@ -350,12 +350,14 @@ def why_g(f: dict[str, Any], results: dict[str, Any]) -> str:
         "for a file to settle, then the event and the automation), "
         f"{b['scheduled_delay_s'] + b['to_submitted_s']:.1f} s until a worker submitted it "
         "(workers poll every second under `braid up`), "
-        f"{b['process_start_s']:.1f} s for the flow run's process to start (a new Python "
-        "process importing Prefect and the pipeline, as a process work pool runs every flow "
-        f"run), {b['flow_run_s']:.1f} s of flow run (one object, extracted in the run's own "
+        f"{b['process_start_s']:.1f} s for the flow run's process to start (forked from "
+        "`braid up`'s warm process, which imported Prefect, the pipeline, GX and torch once; "
+        "deployments/warm.py), "
+        f"{b['flow_run_s']:.1f} s of flow run (one object, extracted in the run's own "
         "process, then validation, landing, fusion, catalog), and "
-        f"{b['to_query_s']:.1f} s until the next poll saw it. Only the flow run is Braid's "
-        "own work; the rest is the watcher's settle time and Prefect starting a process."
+        f"{b['to_query_s']:.1f} s until the next poll saw it. Of the rest, 2 s is the "
+        "watcher's settle time (`--settle`) and the remainder Prefect's event pipeline, "
+        "automation and worker poll."
     )
 
 

@@ -21,8 +21,11 @@ variables change those, or a worker started elsewhere, runs cold and correct. Pr
 settings the child reads again from the run's environment, as Prefect itself does when
 its plugins change the environment.
 
-The socket lives in a directory only its owner can enter, and the zygote serves only
-connections from its own user (``SO_PEERCRED``).
+The socket lives in a directory only its owner can enter; the zygote serves only its own
+user's launchers, and a launcher talks only to its own user's zygote (``SO_PEERCRED``).
+A run never starts on code older than what a cold start would import: when any imported
+module's file has changed (an edit, an upgrade), runs start cold and the zygote imports
+again as soon as its running children are done.
 """
 
 from __future__ import annotations
@@ -116,19 +119,40 @@ def _exec_engine() -> None:
     os.execv(sys.executable, [sys.executable, "-m", ENGINE, *sys.argv[1:]])
 
 
+def _peer_uid(conn: socket.socket) -> int:
+    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", credentials)[1])
+
+
+def _private(path: str) -> bool:
+    """Whether the socket's directory is this user's and closed to everyone else: the
+    launcher hands the zygote its environment (credentials, tokens) and its streams."""
+    try:
+        folder = os.stat(os.path.dirname(path))
+    except OSError:
+        return False
+    return folder.st_uid == os.getuid() and not folder.st_mode & 0o077
+
+
 def launch() -> None:
     """Run this flow run in a child of the zygote, or start cold when it can't."""
     path = os.environ.get(SOCKET_ENV)
-    if not path:
+    if not path or not _private(path):
         _exec_engine()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # The exchange takes milliseconds; a zygote that does not answer in a minute is stuck,
+    # and a child it forks after the launcher gave up dies at once (its launcher is gone).
+    conn.settimeout(60)
     try:
         conn.connect(path)  # type: ignore[arg-type]
+        if _peer_uid(conn) != os.getuid():
+            raise PermissionError("the socket is served by another user")
         request = {"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv[1:]}
         socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
         reply = json.loads(conn.recv(_MESSAGE) or b'{"fallback": "the zygote closed"}')
     except (OSError, ValueError):
         reply = {"fallback": "no zygote answered"}
+    conn.settimeout(None)  # the child's status comes when the run ends, however long
     if "pid" not in reply:
         conn.close()
         _exec_engine()
@@ -164,9 +188,11 @@ class _Request:
 
 
 def preload() -> None:
-    """Import what runs import, and load librosa's compiled kernels from numba's cache
-    (2 s that each run decoding audio would pay); then check that no thread started."""
-    for name in PRELOAD:
+    """Import what runs import (and the modules named in ``BRAID_WARM_PRELOAD``, commas
+    between), and load librosa's compiled kernels from numba's cache (2 s that each run
+    decoding audio would pay); then check that no thread started."""
+    extra = [n.strip() for n in os.environ.get("BRAID_WARM_PRELOAD", "").split(",") if n.strip()]
+    for name in (*PRELOAD, *extra):
         # An optional part that is missing: the run that needs it imports it (and fails).
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -179,12 +205,35 @@ def preload() -> None:
         print(f"warm: warning: threads started while preloading ({names})", flush=True)
 
 
+def code_files() -> dict[str, int]:
+    """Every imported module's file and its modification time."""
+    files = {}
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if isinstance(name, str):
+            with contextlib.suppress(OSError):
+                files[name] = os.stat(name).st_mtime_ns
+    return files
+
+
+def changed_file(files: dict[str, int]) -> str | None:
+    """The first of ``files`` changed or gone since they were listed (about 5 ms for all)."""
+    for name, mtime in files.items():
+        try:
+            if os.stat(name).st_mtime_ns != mtime:
+                return name
+        except OSError:
+            return name
+    return None
+
+
 def serve(path: Path) -> _Request:
     """Serve launchers until stopped; returns only in a forked child, with its request.
     (The child runs ``prefect.engine``, or the module named by ``--module``.)"""
     base = dict(os.environ)  # what the zygote was started with
     preload()
     added = {n: v for n, v in os.environ.items() if n.startswith(IMPORT_TIME) and n not in base}
+    files = code_files()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     path.unlink(missing_ok=True)
@@ -199,17 +248,25 @@ def serve(path: Path) -> _Request:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     children: dict[int, socket.socket] = {}
     print(f"warm: serving {path} (pid {zygote})", flush=True)
+    stale: str | None = None
     try:
         while True:
             ready, _, _ = select.select([listener.fileno(), wake_r], [], [], 5.0)
             if wake_r in ready:
                 os.read(wake_r, 4096)
             _reap(children)
+            if stale is not None and not children:
+                _restart(listener, path, stale, base)
             if listener.fileno() not in ready:
                 continue
             conn, _ = listener.accept()
-            request = _receive(conn, base, added)
+            # Code edited or upgraded since the imports: a run must not start on the old
+            # one. It starts cold, and the zygote imports again once its children are done.
+            stale = stale or changed_file(files)
+            request = _receive(conn, base, added, stale)
             if request is None:
+                if stale is not None and not children:
+                    _restart(listener, path, stale, base)
                 continue
             pid = os.fork()
             if pid == 0:  # the child: leave the zygote's loop with its request
@@ -233,16 +290,28 @@ def serve(path: Path) -> _Request:
             path.unlink(missing_ok=True)
 
 
-def _receive(conn: socket.socket, base: dict[str, str], added: dict[str, str]) -> _Request | None:
+def _restart(listener: socket.socket, path: Path, changed: str, env: dict[str, str]) -> None:
+    """Import again, in a new image of this process started with the environment this one
+    was (never returns): imports write to the environment (polars, torch's OpenMP)."""
+    print(f"warm: {changed} changed since it was imported: importing again", flush=True)
+    listener.close()
+    path.unlink(missing_ok=True)
+    os.execve(sys.executable, [sys.executable, "-m", "deployments.warm", *sys.argv[1:]], env)
+
+
+def _receive(
+    conn: socket.socket, base: dict[str, str], added: dict[str, str], stale: str | None
+) -> _Request | None:
     """Read one launcher's request; answer ``fallback`` (and return None) when its run
     should start cold."""
+    conn.settimeout(5)  # a launcher sends at once; one that does not must not stall the rest
     try:
-        uid = struct.unpack("3i", conn.getsockopt(
-            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]  # fmt: skip
+        uid = _peer_uid(conn)
         data, fds, _, _ = socket.recv_fds(conn, _MESSAGE, 3)
     except OSError:
         conn.close()
         return None
+    conn.settimeout(None)
     reason = None
     try:
         request = json.loads(data)
@@ -253,6 +322,8 @@ def _receive(conn: socket.socket, base: dict[str, str], added: dict[str, str]) -
         reason = "a launcher of another user"
     elif len(fds) != 3:
         reason = "a request without its standard streams"
+    elif stale is not None:
+        reason = f"{stale} changed since the warm process imported it"
     elif reason is None and (changed := differences(base, env, added)):
         reason = f"the run's environment differs in {', '.join(changed[:5])}"
     if reason is not None:

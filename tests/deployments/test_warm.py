@@ -6,6 +6,7 @@ each test can see where its child ran; `braid up`'s tests run real flow runs thr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,27 +24,39 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGET = "tests.deployments.warm_target"
 
 
-@pytest.fixture(scope="module")
-def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
-    home = tmp_path_factory.mktemp("warm")
+@contextlib.contextmanager
+def serving(home: Path, **extra_env: str) -> Iterator[dict[str, object]]:
+    """A zygote for ``home``, listening; stopped (and its socket gone) afterwards."""
     path = warm.socket_path(home)
     log = (home / "zygote.log").open("w")
     # The target lives in tests/, which a run elsewhere finds through PYTHONPATH.
-    env = {**os.environ, warm.SOCKET_ENV: str(path), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, warm.SOCKET_ENV: str(path), "PYTHONPATH": str(ROOT), **extra_env}
     process = subprocess.Popen(
         [sys.executable, "-m", "deployments.warm", "serve", str(path), "--module", TARGET],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    try:
+        wait_listening(path, process)
+        yield {"process": process, "env": env, "log": home / "zygote.log", "path": path}
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
+    assert not path.exists(), "the zygote left its socket behind"
+
+
+def wait_listening(path: Path, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
     while not path.exists():
-        assert process.poll() is None, (home / "zygote.log").read_text()
+        assert process.poll() is None, "the zygote exited"
         assert time.monotonic() < deadline, "the zygote did not listen within 120 s"
         time.sleep(0.1)
-    yield {"process": process, "env": env, "log": home / "zygote.log", "path": path}
-    process.terminate()
-    process.wait(20)
-    log.close()
-    assert not path.exists(), "the zygote left its socket behind"
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    with serving(tmp_path_factory.mktemp("warm")) as served:
+        yield served
 
 
 def launch(env: dict[str, str], *args: str, cwd: Path = ROOT, **kwargs: object):
@@ -167,3 +180,42 @@ def test_a_long_home_gets_a_socket_path_a_unix_socket_can_have(tmp_path) -> None
     path = warm.socket_path(home)
     assert len(os.fsencode(path)) <= 107
     assert path == warm.socket_path(home)  # the same stack finds the same socket
+
+
+def test_code_changed_since_the_imports_starts_runs_cold_until_the_zygote_imports_again(
+    tmp_path,
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "braid_warm_extra.py"
+    module.write_text("VALUE = 1\n")
+    pythonpath = f"{ROOT}{os.pathsep}{code}"
+    with serving(tmp_path, PYTHONPATH=pythonpath, BRAID_WARM_PRELOAD="braid_warm_extra") as z:
+        first = launch(z["env"], "exit", "0")
+        stdout, _ = first.communicate(timeout=60)
+        assert report(stdout)["ppid"] == z["process"].pid  # type: ignore[index]
+        module.write_text("VALUE = 2\n")  # edited while the stack runs
+        os.utime(module, ns=(time.time_ns(), time.time_ns() + 10**9))
+        cold = launch(z["env"], "exit", "0")
+        _, stderr = cold.communicate(timeout=120)
+        assert "Invalid flow run id" in stderr  # `python -m prefect.engine`, not the old code
+        log = z["log"]
+        deadline = time.monotonic() + 120
+        while log.read_text().count("serving") < 2:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, log.read_text()  # type: ignore[union-attr]
+            time.sleep(0.2)
+        wait_listening(z["path"], z["process"])  # type: ignore[arg-type]
+        again = launch(z["env"], "exit", "0")
+        stdout, _ = again.communicate(timeout=60)
+        assert report(stdout)["ppid"] == z["process"].pid  # warm again, same process
+        assert "braid_warm_extra.py changed since the warm process imported it" in log.read_text()  # type: ignore[union-attr]
+
+
+def test_a_socket_in_a_folder_others_can_enter_is_not_used(tmp_path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    env = {**os.environ, warm.SOCKET_ENV: str(shared / "zygote.sock")}
+    launcher = launch(env, "not-a-run-id")
+    _, stderr = launcher.communicate(timeout=120)
+    assert "Invalid flow run id" in stderr  # cold, without connecting
