@@ -93,9 +93,17 @@ def say(message: str) -> None:
     print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-def target(measure: str, value: float, op: str, limit: float) -> dict[str, Any]:
+def target(
+    measure: str, value: float, op: str, limit: float, otherwise: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A target on one measure; ``otherwise``, another target that meets it too (the
+    issue's "≥ 1.8×, or ≥ 95 % of what the machine gives two processes")."""
     met = value <= limit if op == "<=" else value >= limit
-    return {"measure": measure, "op": op, "limit": limit, "value": value, "met": bool(met)}
+    spec = {"measure": measure, "op": op, "limit": limit, "value": value, "met": bool(met)}
+    if otherwise is not None:
+        spec["otherwise"] = otherwise
+        spec["met"] = bool(met or otherwise["met"])
+    return spec
 
 
 def missed(figure: dict[str, Any]) -> bool:
@@ -394,7 +402,15 @@ def figure_c(work: Path, scale: Scale) -> dict[str, Any]:
         "title": "c. Dask: 2 workers vs 1 on decode-bound work (analyze_object, images and videos)",
         "parts": parts,
         "measures": measures,
-        "targets": [target("speedup", measures["speedup"], ">=", 1.8)],
+        "targets": [
+            target(
+                "speedup",
+                measures["speedup"],
+                ">=",
+                1.8,
+                otherwise=target("speedup_of_machine", measures["speedup_of_machine"], ">=", 0.95),
+            )
+        ],  # fmt: skip
     }
 
 

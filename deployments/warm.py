@@ -259,7 +259,10 @@ def serve(path: Path) -> _Request:
                 _restart(listener, path, stale, base)
             if listener.fileno() not in ready:
                 continue
-            conn, _ = listener.accept()
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # out of descriptors, or the launcher gave up: it starts cold
+                continue
             # Code edited or upgraded since the imports: a run must not start on the old
             # one. It starts cold, and the zygote imports again once its children are done.
             stale = stale or changed_file(files)
@@ -268,7 +271,11 @@ def serve(path: Path) -> _Request:
                 if stale is not None and not children:
                     _restart(listener, path, stale, base)
                 continue
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError as exc:  # out of processes or memory: this run starts cold
+                _refuse(conn, request.fds, f"no fork ({exc})")
+                continue
             if pid == 0:  # the child: leave the zygote's loop with its request
                 signal.set_wakeup_fd(-1)
                 for signum in (signal.SIGCHLD, signal.SIGTERM):
@@ -283,7 +290,8 @@ def serve(path: Path) -> _Request:
             for fd in request.fds:  # the child's now; held here, the worker would never
                 os.close(fd)  # see its output end
             children[pid] = conn
-            conn.sendall(json.dumps({"pid": pid}).encode())
+            with contextlib.suppress(OSError):  # the launcher is gone; its child sees it
+                conn.sendall(json.dumps({"pid": pid}).encode())
             print(f"warm: flow-run process {pid} started", flush=True)
     finally:
         if os.getpid() == zygote:
@@ -327,14 +335,19 @@ def _receive(
     elif reason is None and (changed := differences(base, env, added)):
         reason = f"the run's environment differs in {', '.join(changed[:5])}"
     if reason is not None:
-        for fd in fds:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            conn.sendall(json.dumps({"fallback": reason}).encode())
-        conn.close()
-        print(f"warm: cold start: {reason}", flush=True)
+        _refuse(conn, fds, reason)
         return None
     return _Request(conn, fds, env, cwd, argv)
+
+
+def _refuse(conn: socket.socket, fds: list[int], reason: str) -> None:
+    """Tell a launcher to start its run cold, and why (also in the zygote's log)."""
+    for fd in fds:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        conn.sendall(json.dumps({"fallback": reason}).encode())
+    conn.close()
+    print(f"warm: cold start: {reason}", flush=True)
 
 
 def _reap(children: dict[int, socket.socket]) -> None:

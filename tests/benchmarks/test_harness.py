@@ -56,12 +56,16 @@ def test_every_figure_is_measured_with_numbers(bench) -> None:
             assert isinstance(value, float) and math.isfinite(value), (key, name, value)
         assert numbers(figure["parts"]) and all(math.isfinite(n) for n in numbers(figure["parts"]))
         for spec in figure["targets"]:
-            assert spec["value"] == figure["measures"][spec["measure"]]
-            assert spec["met"] == (
-                spec["value"] <= spec["limit"]
-                if spec["op"] == "<="
-                else spec["value"] >= spec["limit"]
-            )
+            other = spec.get("otherwise")  # c: >= 1.8x, or >= 95 % of the machine's
+            met = [
+                s["value"] <= s["limit"] if s["op"] == "<=" else s["value"] >= s["limit"]
+                for s in (spec, other)
+                if s is not None
+            ]
+            for s in (spec, other):
+                if s is not None:
+                    assert s["value"] == figure["measures"][s["measure"]]
+            assert spec["met"] == any(met)
     for field in ("cpu_model", "cores", "ram_gib", "python", "torch"):
         assert results["machine"][field], field
 
