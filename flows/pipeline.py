@@ -35,7 +35,7 @@ from data_quality.validate import (
     to_markdown,
     validate_table,
 )
-from tasks.common import MODALITIES, Limits, Models, ObjectRef
+from tasks.common import MODALITIES, Limits, Models, ObjectRef, release_memory
 from tasks.faults import crash_point
 from tasks.ingest import fuse, land
 from tasks.ingest import plan as planning
@@ -555,6 +555,11 @@ def _process_locked(
             )
         else:  # threads of this process: no cluster or child run to start, one model copy
             extracted = extract_in_process(unwalked(batches), models, limits, run_id)
+            if not settings.keep_models:
+                from tasks.media.encoders import unload_encoders
+
+                if unload_encoders():
+                    release_memory()  # the models, before validation and fusion need memory
         crash_point("extracted")
         for modality, results in sorted(extracted.items()):
             table = feature_table(modality)

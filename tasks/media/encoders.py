@@ -107,6 +107,17 @@ def load_encoder(model_id: str, kind: str) -> Encoder:
         return encoder
 
 
+def unload_encoders() -> int:
+    """Forget every model this process loaded (the next use loads it again); how many.
+
+    Their memory goes back to the allocator once nothing else holds them; a caller that
+    wants it back from the process calls ``tasks.common.release_memory`` after."""
+    with _encoders_lock:
+        count = len(_encoders)
+        _encoders.clear()
+    return count
+
+
 LONG_TEXT_CHARS = 512  # longer texts fill most of a window...
 LONG_TEXT_BATCH = 16  # ...and go this many to a batch
 CHARS_PER_TOKEN = 8  # a first guess at a text's head: most tokens cover 3 to 6

@@ -222,3 +222,30 @@ def test_a_rerun_with_nothing_to_do_boots_no_api_server(
     monkeypatch.setattr(local_api, "TemporaryApi", refuse)
     assert cli.main(["run", str(source), "--lake", str(clean_lake)]) == 0
     assert "nothing new or stale" in capsys.readouterr().out
+
+
+def _photo(folder: Path, seed: int) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "photo.png")
+
+
+def test_a_run_frees_its_encoders_after_extraction_unless_asked_to_keep_them(
+    tmp_path: Path, tiny_image_model: str
+) -> None:
+    from tasks.media.encoders import load_encoder
+
+    source, lake = tmp_path / "source", tmp_path / "lake"
+    _photo(source / "s0", 0)
+    held = load_encoder(tiny_image_model, "image")
+    first = run(source, lake, image_model=tiny_image_model)
+    assert first["modalities"]["image"]["landed"] == 1
+    # Freed after extraction (fusion needs no model): the next use loads it again.
+    reloaded = load_encoder(tiny_image_model, "image")
+    assert reloaded is not held
+    _photo(source / "s1", 1)
+    second = run(source, lake, image_model=tiny_image_model, keep_models=True)
+    assert second["modalities"]["image"]["landed"] == 1
+    assert load_encoder(tiny_image_model, "image") is reloaded  # kept for the next run

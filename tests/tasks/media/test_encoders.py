@@ -199,3 +199,12 @@ def test_threads_share_one_text_encoder_safely() -> None:
         set_torch_threads(None)
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_unloading_forgets_every_loaded_model(tiny_image_model: str) -> None:
+    from tasks.media.encoders import unload_encoders
+
+    first = load_encoder(tiny_image_model, "image")
+    assert unload_encoders() >= 1
+    assert unload_encoders() == 0
+    assert load_encoder(tiny_image_model, "image") is not first
