@@ -314,10 +314,11 @@ def why_h(f: dict[str, Any], results: dict[str, Any]) -> str:
         texts.append(
             "Memory, sampled every 0.1 s by hand on the same job at 5,000 (2026-12-03): the "
             "process holds 0.48 GiB once Prefect, torch, transformers and GX are imported, "
-            "0.86-0.89 GiB while it extracts (MiniLM loaded), and peaks at 1.10 GiB after "
-            "extraction: validating and landing the two feature tables, then fusing 5,000 "
-            "samples (+80 MB) and validating the fused table, whose vectors GX reads as a "
-            "pandas frame (+60 MB while it runs). The loop holds its model and nothing else."
+            "0.84-0.87 GiB while it extracts (MiniLM loaded; freed when extraction ends), "
+            "and peaks at 0.99 GiB after: the two feature tables validated and landed, then "
+            "5,000 samples fused (+80 MB) and the fused table validated, whose vectors GX "
+            "reads as a pandas frame (+60 MB while it runs). The loop holds its model and "
+            "nothing else."
         )
     return " ".join(texts)
 
