@@ -18,8 +18,8 @@ from deployments import cli
 
 
 def main(argv: list[str]) -> None:
-    """Run as the ``braid`` command does, its prompt exit included (``cli.entry``), but
-    under a profiler."""
+    """Run as the ``braid`` command does, its prompt exit included (``cli.entry``);
+    under a profiler, return as a module does instead, so the profile gets written."""
     out, *run_args = argv
     printed = cli.print_summary
 
