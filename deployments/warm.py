@@ -112,8 +112,13 @@ def socket_path(home: Path) -> Path:
 # The launcher ------------------------------------------------------------------------
 
 
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def _exec_engine() -> None:
     """Become ``python -m prefect.engine`` with this process's arguments (never returns)."""
+    # A signal held back while asking the zygote is delivered now (as to a cold start).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", ENGINE, *sys.argv[1:]])
@@ -139,6 +144,9 @@ def launch() -> None:
     path = os.environ.get(SOCKET_ENV)
     if not path or not _private(path):
         _exec_engine()
+    # Held back until the child is known, then forwarded: the child runs (and may print)
+    # before the zygote's reply arrives, and a worker's SIGTERM must reach it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     # The exchange takes milliseconds; a zygote that does not answer in a minute is stuck,
     # and a child it forks after the launcher gave up dies at once (its launcher is gone).
@@ -162,8 +170,9 @@ def launch() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in _FORWARDED:
         signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
     message = conn.recv(_MESSAGE)  # the child's wait status, once it has exited
     if not message:  # the zygote died first; the child, if it lives, is init's now
         sys.exit(1)

@@ -9,6 +9,13 @@ import time
 
 if __name__ == "__main__":
     command = sys.argv[1]
+
+    def terminated(signum: int, _frame: object) -> None:
+        print(f"got signal {signum}", flush=True)
+        sys.exit(7)
+
+    # Installed before the report: a test signals as soon as it reads that line.
+    signal.signal(signal.SIGTERM, terminated)
     print(json.dumps({
         "pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "argv": sys.argv,
         "env": os.environ.get("WARM_TEST_VALUE"), "path0": sys.path[0],
@@ -20,10 +27,4 @@ if __name__ == "__main__":
     if command == "raise":
         raise RuntimeError("the run failed")
     if command == "wait":
-
-        def terminated(signum: int, _frame: object) -> None:
-            print(f"got signal {signum}", flush=True)
-            sys.exit(7)
-
-        signal.signal(signal.SIGTERM, terminated)
         time.sleep(120)
