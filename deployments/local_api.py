@@ -24,6 +24,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+# What a server that lives for one run does without, on top of Prefect's ephemeral mode:
+# registering every installed collection's block types (importing prefect-aws and the
+# rest, about 1.5 CPU s a start; a block's own `save` registers its type), and the
+# automation services (an automation acts on a long-lived server such as `braid up`'s).
+ONE_RUN = {
+    "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_ACTIONS_ENABLED": "false",
+}
+
 
 class TemporaryApi:
     """A Prefect API server process on a free port of 127.0.0.1."""
@@ -41,7 +52,7 @@ class TemporaryApi:
              "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"],
             env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                 "PREFECT__SERVER_FINAL": "1"},
+                 "PREFECT__SERVER_FINAL": "1", **ONE_RUN},
             stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         atexit.register(self.stop)
